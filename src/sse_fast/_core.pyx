@@ -1,0 +1,502 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, freethreading_compatible=False
+"""The sans-IO core of sse_fast: framing, parsing and the fan-out ring.
+
+Nothing here knows about sockets or asyncio: bytes go in, events come out (the
+parser); events go in, bytes come out (framing); encoded frames go in, joined
+bytes per subscriber come out (the ring).  The server and the client are built
+on top of these three pieces.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
+from libc.stdlib cimport free, malloc
+from libc.string cimport memchr, memcmp, memcpy
+
+import orjson
+
+from sse_fast.errors import CursorLagging, InvalidEventError
+
+HEARTBEAT = b": heartbeat\n\n"
+
+cdef bytes _BOM = b"\xef\xbb\xbf"
+
+
+# --------------------------------------------------------------------------
+# Framing
+# --------------------------------------------------------------------------
+
+cdef inline bint _has_line_break_or_nul(const char* s, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(n):
+        c = s[i]
+        if c == b'\n' or c == b'\r' or c == 0:
+            return True
+    return False
+
+
+cdef bytes _utf8(object value, str field):
+    if not isinstance(value, str):
+        raise InvalidEventError(field, f"must be a string, not {type(value).__name__}")
+    try:
+        return PyUnicode_AsUTF8String(value)
+    except UnicodeEncodeError:
+        raise InvalidEventError(field, "is not encodable as UTF-8 (lone surrogate)") from None
+
+
+cdef bytes _single_line_field(object value, str field):
+    cdef bytes raw = _utf8(value, field)
+    if _has_line_break_or_nul(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw)):
+        raise InvalidEventError(field, "must not contain CR, LF or NUL")
+    return raw
+
+
+def encode_event(data, event=None, id=None, retry=None):
+    """Frame one event as SSE wire bytes: ``[retry:] [id:] [event:] data:... \\n\\n``.
+
+    ``data`` is text; each of its lines (split at ``\\r\\n``, ``\\n`` or a lone
+    ``\\r``) becomes one ``data:`` line, so a conforming parser gives back the
+    text with line breaks normalised to ``\\n``.  ``event`` and ``id`` must be
+    single-line: a CR, LF or NUL would let the value inject fields, so it is
+    rejected with :class:`~sse_fast.errors.InvalidEventError` (a ``ValueError``)
+    naming the field.  ``event`` empty or ``None`` leaves the line out (the
+    client's default type ``message``); ``id=None`` leaves the id line out.
+    """
+    cdef bytes raw_data = _utf8(data, "data")
+    cdef bytes raw_event = None
+    cdef bytes raw_id = None
+    cdef bytes raw_retry = None
+    if event is not None and event != "":
+        raw_event = _single_line_field(event, "event")
+    if id is not None:
+        raw_id = _single_line_field(id, "id")
+    if retry is not None:
+        if type(retry) is bool or not isinstance(retry, int) or retry < 0:
+            raise InvalidEventError("retry", "must be a non-negative integer (milliseconds)")
+        raw_retry = str(retry).encode("ascii")
+    return _frame(raw_data, raw_event, raw_id, raw_retry)
+
+
+cdef bytes _frame(bytes raw_data, bytes raw_event, bytes raw_id, bytes raw_retry):
+    cdef const char* d = PyBytes_AS_STRING(raw_data)
+    cdef Py_ssize_t dn = PyBytes_GET_SIZE(raw_data)
+    cdef Py_ssize_t i, lines = 1, break_bytes = 0, size, start
+    cdef char c
+    # Count the data lines and the bytes of their line breaks.
+    i = 0
+    while i < dn:
+        c = d[i]
+        if c == b'\n':
+            lines += 1
+            break_bytes += 1
+        elif c == b'\r':
+            lines += 1
+            if i + 1 < dn and d[i + 1] == b'\n':
+                break_bytes += 2
+                i += 1
+            else:
+                break_bytes += 1
+        i += 1
+    size = dn - break_bytes + lines * 7 + 1          # "data: " + line + "\n" ... + "\n"
+    if raw_retry is not None:
+        size += 8 + PyBytes_GET_SIZE(raw_retry)     # "retry: " N "\n"
+    if raw_id is not None:
+        size += 5 + PyBytes_GET_SIZE(raw_id)        # "id: " id "\n"
+    if raw_event is not None:
+        size += 8 + PyBytes_GET_SIZE(raw_event)     # "event: " type "\n"
+
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* w = PyBytes_AS_STRING(out)
+    if raw_retry is not None:
+        w = _put_field(w, b"retry: ", 7, raw_retry)
+    if raw_id is not None:
+        w = _put_field(w, b"id: ", 4, raw_id)
+    if raw_event is not None:
+        w = _put_field(w, b"event: ", 7, raw_event)
+    start = 0
+    i = 0
+    while True:
+        if i == dn or d[i] == b'\n' or d[i] == b'\r':
+            memcpy(w, b"data: ", 6)
+            w += 6
+            memcpy(w, d + start, i - start)
+            w += i - start
+            w[0] = b'\n'
+            w += 1
+            if i == dn:
+                break
+            if d[i] == b'\r' and i + 1 < dn and d[i + 1] == b'\n':
+                i += 1
+            start = i + 1
+        i += 1
+    w[0] = b'\n'
+    return out
+
+
+cdef inline char* _put_field(char* w, const char* name, Py_ssize_t name_len, bytes value) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    memcpy(w, name, name_len)
+    w += name_len
+    memcpy(w, PyBytes_AS_STRING(value), n)
+    w += n
+    w[0] = b'\n'
+    return w + 1
+
+
+def encode_comment(text):
+    """Frame a comment (``: text\\n\\n``); clients ignore it, proxies see traffic."""
+    cdef bytes raw = _single_line_field(text, "comment")
+    return b": " + raw + b"\n\n"
+
+
+# --------------------------------------------------------------------------
+# Parsing (WHATWG HTML, "Parsing an event stream")
+# --------------------------------------------------------------------------
+
+cdef class ServerSentEvent:
+    """One dispatched event, as a browser's ``MessageEvent`` would carry it.
+
+    ``id`` is the stream's last event id at dispatch (it persists across events,
+    as the spec says); ``retry`` is the ``retry:`` value seen in this event's
+    block, if any.
+    """
+
+    cdef readonly str event
+    cdef readonly str data
+    cdef readonly str id
+    cdef readonly object retry
+
+    def __init__(self, data="", event="message", id="", retry=None):
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
+
+    def json(self):
+        """The data decoded as JSON (the push API sends JSON text)."""
+        return orjson.loads(self.data)
+
+    def __repr__(self):
+        return f"ServerSentEvent(event={self.event!r}, data={self.data!r}, id={self.id!r}, retry={self.retry!r})"
+
+    def __eq__(self, other):
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        cdef ServerSentEvent o = other
+        return (self.event == o.event and self.data == o.data and self.id == o.id
+                and self.retry == o.retry)
+
+    def __hash__(self):
+        return hash((self.event, self.data, self.id, self.retry))
+
+
+cdef class EventParser:
+    """Incremental, spec-exact SSE parser: feed bytes, get dispatched events.
+
+    Chunks may be split anywhere, including between ``\\r`` and ``\\n`` and
+    inside a multi-byte UTF-8 character: lines are cut on bytes (CR and LF never
+    occur inside a UTF-8 sequence) and decoded only once complete, with invalid
+    sequences replaced by U+FFFD as the spec's decoder does.
+    """
+
+    cdef bytearray _partial          # bytes of an unterminated line
+    cdef bint _bom_checked
+    cdef bint _skip_lf               # previous chunk ended with CR
+    cdef list _data_lines            # raw data values of the current block
+    cdef bytes _event_type           # raw value of the last event: field, or None
+    cdef str _id_buffer              # "last event ID buffer"
+    cdef str _last_event_id          # "last event ID string", set at dispatch
+    cdef object _block_retry
+    cdef readonly object retry
+    cdef readonly Py_ssize_t comments
+    cdef list _out
+
+    def __init__(self, str last_event_id=""):
+        self._partial = bytearray()
+        self._bom_checked = False
+        self._skip_lf = False
+        self._data_lines = []
+        self._event_type = None
+        self._id_buffer = last_event_id
+        self._last_event_id = last_event_id
+        self._block_retry = None
+        self.retry = None
+        self.comments = 0
+        self._out = []
+
+    @property
+    def last_event_id(self):
+        """What an EventSource would send as ``Last-Event-ID`` when reconnecting."""
+        return self._last_event_id
+
+    def feed(self, data):
+        """Parse a chunk; return the events it completed (possibly none)."""
+        cdef bytes chunk = data if type(data) is bytes else bytes(data)
+        cdef Py_ssize_t n, i, start
+        cdef const char* p
+        cdef char c
+        if not self._bom_checked:
+            if self._partial:
+                chunk = bytes(self._partial) + chunk
+                del self._partial[:]
+            if len(chunk) < 3 and _BOM.startswith(chunk):
+                self._partial += chunk
+                return []
+            self._bom_checked = True
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+        p = PyBytes_AS_STRING(chunk)
+        n = PyBytes_GET_SIZE(chunk)
+        i = 0
+        if self._skip_lf and n > 0:
+            self._skip_lf = False
+            if p[0] == b'\n':
+                i = 1
+        start = i
+        while i < n:
+            c = p[i]
+            if c == b'\n' or c == b'\r':
+                if self._partial:
+                    self._partial += p[start:i]
+                    self._line_from_partial()
+                else:
+                    self._line(p + start, i - start)
+                if c == b'\r':
+                    if i + 1 < n:
+                        if p[i + 1] == b'\n':
+                            i += 1
+                    else:
+                        self._skip_lf = True
+                i += 1
+                start = i
+            else:
+                i += 1
+        if start < n:
+            self._partial += p[start:n]
+        if not self._out:
+            return []
+        out = self._out
+        self._out = []
+        return out
+
+    cdef int _line_from_partial(self) except -1:
+        cdef bytes line = bytes(self._partial)
+        del self._partial[:]
+        return self._line(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
+
+    cdef int _line(self, const char* s, Py_ssize_t n) except -1:
+        cdef const char* colon
+        cdef const char* v
+        cdef Py_ssize_t flen, vlen, k
+        if n == 0:
+            self._dispatch()
+            return 0
+        if s[0] == b':':
+            self.comments += 1
+            return 0
+        colon = <const char*>memchr(s, b':', n)
+        if colon != NULL:
+            flen = colon - s
+            v = colon + 1
+            vlen = n - flen - 1
+            if vlen > 0 and v[0] == b' ':
+                v += 1
+                vlen -= 1
+        else:
+            flen = n
+            v = s + n
+            vlen = 0
+        if flen == 4 and memcmp(s, b"data", 4) == 0:
+            self._data_lines.append(PyBytes_FromStringAndSize(v, vlen))
+        elif flen == 5 and memcmp(s, b"event", 5) == 0:
+            self._event_type = PyBytes_FromStringAndSize(v, vlen)
+        elif flen == 2 and memcmp(s, b"id", 2) == 0:
+            if memchr(v, 0, vlen) == NULL:
+                self._id_buffer = PyUnicode_DecodeUTF8(v, vlen, "replace")
+        elif flen == 5 and memcmp(s, b"retry", 5) == 0:
+            if vlen == 0:
+                return 0
+            for k in range(vlen):
+                if v[k] < b'0' or v[k] > b'9':
+                    return 0
+            self.retry = int(PyBytes_FromStringAndSize(v, vlen))
+            self._block_retry = self.retry
+        return 0
+
+    cdef int _dispatch(self) except -1:
+        cdef ServerSentEvent ev
+        cdef bytes raw
+        cdef list lines = self._data_lines
+        self._last_event_id = self._id_buffer
+        if not lines:
+            self._event_type = None
+            self._block_retry = None
+            return 0
+        raw = lines[0] if len(lines) == 1 else b"\n".join(lines)
+        ev = ServerSentEvent.__new__(ServerSentEvent)
+        ev.data = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), "replace")
+        if self._event_type:
+            ev.event = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(self._event_type),
+                                            PyBytes_GET_SIZE(self._event_type), "replace")
+        else:
+            ev.event = "message"
+        ev.id = self._last_event_id
+        ev.retry = self._block_retry
+        self._out.append(ev)
+        self._data_lines = []
+        self._event_type = None
+        self._block_retry = None
+        return 0
+
+
+# --------------------------------------------------------------------------
+# Fan-out ring
+# --------------------------------------------------------------------------
+
+cdef class FanoutRing:
+    """A bounded ring of encoded frames that many subscribers read through cursors.
+
+    Each appended frame gets the next *position* (0, 1, 2, ...).  A subscriber
+    keeps the position of the next frame it has not written yet; ``take`` joins
+    everything from there to the head into one bytes object, so a wake-up costs
+    one write however many events are pending.  The ring keeps at most
+    ``max_frames`` frames and ``max_bytes`` bytes; a cursor older than the oldest
+    frame kept is *lagging* (:class:`~sse_fast.errors.CursorLagging`): that
+    subscriber missed frames and must resume from a store instead.
+
+    Frames carry their event type (for subscribers that filter by type) and the
+    event's sequence number (so a subscriber that just replayed history up to
+    ``seq`` can skip what it already has).
+    """
+
+    cdef Py_ssize_t _max_frames
+    cdef Py_ssize_t _max_bytes
+    cdef Py_ssize_t _nbytes
+    cdef long long _head
+    cdef long long _tail
+    cdef list _frames
+    cdef list _types
+    cdef long long* _seqs
+
+    def __cinit__(self, Py_ssize_t max_frames=4096, Py_ssize_t max_bytes=32 * 1024 * 1024):
+        if max_frames < 1:
+            raise ValueError("max_frames: must be at least 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes: must be at least 1")
+        self._seqs = <long long*>malloc(max_frames * sizeof(long long))
+        if self._seqs == NULL:
+            raise MemoryError()
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._nbytes = 0
+        self._head = 0
+        self._tail = 0
+        self._frames = [None] * max_frames
+        self._types = [None] * max_frames
+
+    def __dealloc__(self):
+        free(self._seqs)
+
+    @property
+    def head(self):
+        """Position the next appended frame will get (== a new subscriber's cursor)."""
+        return self._head
+
+    @property
+    def tail(self):
+        """Position of the oldest frame still kept."""
+        return self._tail
+
+    @property
+    def max_frames(self):
+        return self._max_frames
+
+    @property
+    def max_bytes(self):
+        return self._max_bytes
+
+    @property
+    def nbytes(self):
+        """Bytes of the frames currently kept."""
+        return self._nbytes
+
+    def __len__(self):
+        return self._head - self._tail
+
+    cpdef long long append(self, bytes frame, str event_type=None, long long seq=0) except -1:
+        """Add a frame; evict the oldest while over capacity; return its position."""
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(frame)
+        cdef Py_ssize_t slot
+        if size > self._max_bytes:
+            raise ValueError(f"frame: {size} bytes exceed the ring's max_bytes ({self._max_bytes})")
+        while self._head - self._tail >= self._max_frames or self._nbytes + size > self._max_bytes:
+            self._evict_oldest()
+        slot = self._head % self._max_frames
+        self._frames[slot] = frame
+        self._types[slot] = event_type
+        self._seqs[slot] = seq
+        self._nbytes += size
+        self._head += 1
+        return self._head - 1
+
+    cdef void _evict_oldest(self):
+        cdef Py_ssize_t slot = self._tail % self._max_frames
+        self._nbytes -= PyBytes_GET_SIZE(<bytes>self._frames[slot])
+        self._frames[slot] = None
+        self._types[slot] = None
+        self._tail += 1
+
+    cpdef bint is_lagging(self, long long cursor):
+        return cursor < self._tail
+
+    cpdef tuple take(self, long long cursor, long long until=-1, str event_type=None,
+                     long long after_seq=0):
+        """Join the frames from ``cursor`` up to ``until`` (default: the head).
+
+        Only frames of ``event_type`` (when given) and with ``seq > after_seq``
+        are included.  Returns ``(joined_bytes, new_cursor)``; raises
+        :class:`CursorLagging` when ``cursor`` is older than the oldest frame.
+        """
+        cdef long long end = self._head if until < 0 or until > self._head else until
+        cdef long long pos
+        cdef Py_ssize_t slot, total = 0, count = 0
+        cdef object first = None
+        cdef bytes frame, out
+        cdef char* w
+        cdef bint filtered = event_type is not None or after_seq > 0
+        if cursor < self._tail:
+            raise CursorLagging(cursor, self._tail)
+        if cursor >= end:
+            return (b"", cursor)
+        # First pass: size of the result.
+        pos = cursor
+        while pos < end:
+            slot = pos % self._max_frames
+            if not filtered or self._wanted(slot, event_type, after_seq):
+                total += PyBytes_GET_SIZE(<bytes>self._frames[slot])
+                count += 1
+                if first is None:
+                    first = self._frames[slot]
+            pos += 1
+        if count == 0:
+            return (b"", end)
+        if count == 1:
+            return (first, end)
+        out = PyBytes_FromStringAndSize(NULL, total)
+        w = PyBytes_AS_STRING(out)
+        pos = cursor
+        while pos < end:
+            slot = pos % self._max_frames
+            if not filtered or self._wanted(slot, event_type, after_seq):
+                frame = <bytes>self._frames[slot]
+                memcpy(w, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+                w += PyBytes_GET_SIZE(frame)
+            pos += 1
+        return (out, end)
+
+    cdef inline bint _wanted(self, Py_ssize_t slot, str event_type, long long after_seq):
+        if self._seqs[slot] <= after_seq and after_seq > 0:
+            return False
+        if event_type is not None and self._types[slot] != event_type:
+            return False
+        return True
