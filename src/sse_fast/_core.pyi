@@ -53,3 +53,6 @@ class FanoutRing:
     def take(
         self, cursor: int, until: int = -1, event_type: str | None = None, after_seq: int = 0
     ) -> tuple[bytes, int]: ...
+    def collect(
+        self, cursor: int, until: int = -1, event_type: str | None = None, after_seq: int = 0
+    ) -> tuple[bytes, int, int]: ...

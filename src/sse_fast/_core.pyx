@@ -457,6 +457,12 @@ cdef class FanoutRing:
         are included.  Returns ``(joined_bytes, new_cursor)``; raises
         :class:`CursorLagging` when ``cursor`` is older than the oldest frame.
         """
+        cdef tuple result = self.collect(cursor, until, event_type, after_seq)
+        return (result[0], result[1])
+
+    cpdef tuple collect(self, long long cursor, long long until=-1, str event_type=None,
+                        long long after_seq=0):
+        """Like :meth:`take`, and also count the frames joined: ``(bytes, cursor, count)``."""
         cdef long long end = self._head if until < 0 or until > self._head else until
         cdef long long pos
         cdef Py_ssize_t slot, total = 0, count = 0
@@ -467,7 +473,7 @@ cdef class FanoutRing:
         if cursor < self._tail:
             raise CursorLagging(cursor, self._tail)
         if cursor >= end:
-            return (b"", cursor)
+            return (b"", cursor, 0)
         # First pass: size of the result.
         pos = cursor
         while pos < end:
@@ -479,9 +485,9 @@ cdef class FanoutRing:
                     first = self._frames[slot]
             pos += 1
         if count == 0:
-            return (b"", end)
+            return (b"", end, 0)
         if count == 1:
-            return (first, end)
+            return (first, end, 1)
         out = PyBytes_FromStringAndSize(NULL, total)
         w = PyBytes_AS_STRING(out)
         pos = cursor
@@ -492,7 +498,7 @@ cdef class FanoutRing:
                 memcpy(w, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
                 w += PyBytes_GET_SIZE(frame)
             pos += 1
-        return (out, end)
+        return (out, end, count)
 
     cdef inline bint _wanted(self, Py_ssize_t slot, str event_type, long long after_seq):
         if self._seqs[slot] <= after_seq and after_seq > 0:

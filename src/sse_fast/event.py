@@ -1,0 +1,98 @@
+"""The event a publisher pushes, and its validation.
+
+Validation happens before anything is stored or delivered, so a rejected push
+delivers nothing; every error names the field and the rule that was broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ._core import encode_event
+from .errors import InvalidEventError
+
+
+@dataclass(slots=True)
+class Event:
+    """An event to push.
+
+    ``data`` is JSON-encoded (compact, one line) as the reference server does,
+    so a client can ``JSON.parse(e.data)``; pass ``raw=True`` to send a string
+    as it is (it may span lines).  ``id`` is normally left out: the hub assigns
+    strictly increasing ids; one given here is sent as it is.
+    """
+
+    event: str = "message"
+    data: Any = None
+    id: str | None = None
+    raw: bool = field(default=False, kw_only=True)
+
+    def data_text(self) -> str:
+        """The data as the text that goes on the wire."""
+        if self.raw:
+            if not isinstance(self.data, str):
+                raise InvalidEventError("data", "must be a string when raw=True")
+            return self.data
+        try:
+            return orjson.dumps(self.data).decode()
+        except TypeError as exc:
+            raise InvalidEventError("data", f"is not JSON-serialisable ({exc})") from None
+
+    @classmethod
+    def from_json(cls, obj: Any, index: int = 0) -> Event:
+        """Build an event from one element of the push API's ``events`` list."""
+        where = f"events[{index}]"
+        if not isinstance(obj, Mapping):
+            raise InvalidEventError(where, "must be an object")
+        unknown = set(obj) - {"id", "event", "data"}
+        if unknown:
+            raise InvalidEventError(f"{where}.{sorted(unknown)[0]}", "unknown field")
+        if "data" not in obj:
+            raise InvalidEventError(f"{where}.data", "is required")
+        event = obj.get("event", "message")
+        if event is None:
+            event = "message"
+        if not isinstance(event, str):
+            raise InvalidEventError(f"{where}.event", "must be a string")
+        event_id = obj.get("id")
+        if event_id is not None and not isinstance(event_id, str):
+            raise InvalidEventError(f"{where}.id", "must be a string")
+        return cls(event or "message", obj["data"], event_id)
+
+
+def validate_uids(uids: Iterable[Any] | None) -> tuple[str, ...] | None:
+    """``None`` or empty means broadcast; otherwise a de-duplicated tuple of strings."""
+    if uids is None:
+        return None
+    if isinstance(uids, (str, bytes)):
+        raise InvalidEventError("uids", "must be a list of strings, not a single string")
+    out: dict[str, None] = {}
+    for i, uid in enumerate(uids):
+        if not isinstance(uid, str):
+            raise InvalidEventError(f"uids[{i}]", f"must be a string, not {type(uid).__name__}")
+        if not uid:
+            raise InvalidEventError(f"uids[{i}]", "must not be empty")
+        out[uid] = None
+    return tuple(out) or None
+
+
+def encode_body(event: Event, index: int = 0) -> tuple[str, bytes]:
+    """Validate ``event`` for the wire and encode everything but its id line.
+
+    Returns the data text and the frame body (``event:`` and ``data:`` lines
+    and the blank line); the hub prepends ``id: ...`` once the id is known,
+    which keeps the spec's field order and encodes each event exactly once.
+    """
+    where = f"events[{index}]"
+    try:
+        text = event.data_text()
+        body = encode_event(text, event.event)
+        if event.id is not None:
+            encode_event("", None, event.id)
+    except InvalidEventError as exc:
+        raise InvalidEventError(f"{where}.{exc.field}", exc.reason) from None
+    return text, body

@@ -1,0 +1,525 @@
+"""The hub: subscribers by user id, push, fan-out, heartbeats and failure policy.
+
+The hub owns policy, not I/O.  A transport (the ASGI app, or any other) hands
+it one :class:`SubscriberSink` per connection and the hub only ever calls
+``sink.write(bytes)`` and ``sink.close()``.  Each pushed event is encoded once;
+broadcast frames go into one shared :class:`~sse_fast._core.FanoutRing` that
+every subscriber reads through its own cursor, frames for some users go to
+those users' connections.  A subscriber has at most one write in flight: while
+its sink is busy, new frames wait in the ring, and when the sink reports
+``ready`` everything pending leaves as one write.  That is what makes the cost
+per delivered event fall when the load rises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._core import HEARTBEAT, FanoutRing, encode_event
+from .errors import CursorLagging, SSEFastError
+from .event import Event, encode_body, validate_uids
+from .ids import EventId, format_id, new_epoch
+from .stores.base import NewEvent, Store
+
+logger = logging.getLogger("sse_fast.hub")
+
+OFFLINE = "offline"
+SLOW_CONSUMER = "slow_consumer"
+WRITE_ERROR = "write_error"
+
+SHUTDOWN_EVENT = "shutdown"
+"""Event type of the last frame a subscriber gets when the server goes away."""
+
+PushFailedCallback = Callable[[str, Event, str], Any]
+
+
+class SubscriberSink(Protocol):
+    """What a transport gives the hub for one connection.
+
+    ``write`` hands bytes to the peer without blocking; once they are handed
+    off the transport calls :meth:`Hub.ready` so the hub can write what came
+    meanwhile.  ``close`` ends the stream (the hub has dropped the subscriber).
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class HubFullError(SSEFastError):
+    """The hub already holds ``max_connections`` subscribers."""
+
+
+class HubClosedError(SSEFastError):
+    """The hub is shutting down and accepts no subscribers or pushes."""
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """The hub's record of one connection."""
+
+    uid: str
+    sink: SubscriberSink
+    event_type: str | None
+    cursor: int
+    busy: bool = True
+    busy_since: float = 0.0
+    last_write: float = 0.0
+    after_seq: int = 0
+    closed: bool = False
+    private: deque[tuple[int, bytes, Event, int]] = field(default_factory=deque)
+    inflight_from: int = 0
+    inflight_private: list[Event] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters since the hub started (``failed`` counts user x event failures)."""
+
+    events: int = 0
+    deliveries: int = 0
+    failed: int = 0
+    dropped: int = 0
+    slow_consumers: int = 0
+    heartbeats: int = 0
+    failed_by_reason: dict[str, int] = field(
+        default_factory=lambda: {OFFLINE: 0, SLOW_CONSUMER: 0, WRITE_ERROR: 0}
+    )
+
+
+class Hub:
+    """Holds subscriber connections keyed by user id and pushes events to them.
+
+    ``heartbeat`` is the number of seconds without output after which a
+    subscriber gets a ``: heartbeat`` comment; a subscriber whose write has not
+    completed within ``stall_timeout`` (default two heartbeats) is dropped.
+    ``ring_frames``/``ring_bytes`` bound the shared backlog: a subscriber that
+    falls further behind is a slow consumer and is disconnected.
+    ``on_push_failed(uid, event, reason)`` is told of every event that could
+    not be delivered live (reasons ``offline``, ``slow_consumer``,
+    ``write_error``); it may be a coroutine function.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store | None = None,
+        resend: bool = True,
+        heartbeat: float = 15.0,
+        stall_timeout: float | None = None,
+        on_push_failed: PushFailedCallback | None = None,
+        ring_frames: int = 4096,
+        ring_bytes: int = 32 * 1024 * 1024,
+        max_connections: int = 100_000,
+    ) -> None:
+        if heartbeat <= 0:
+            raise ValueError("heartbeat: must be a positive number of seconds")
+        if max_connections < 1:
+            raise ValueError("max_connections: must be at least 1")
+        self.store = store
+        self.resend = resend and store is not None
+        self.heartbeat = heartbeat
+        self.stall_timeout = stall_timeout if stall_timeout is not None else 2 * heartbeat
+        self.on_push_failed = on_push_failed
+        self.max_connections = max_connections
+        self.stats = HubStats()
+        self._ring = FanoutRing(ring_frames, ring_bytes)
+        self._recent: deque[tuple[Event, str | None]] = deque()
+        self._subs: dict[Subscriber, None] = {}
+        self._by_uid: dict[str, list[Subscriber]] = {}
+        self._epoch = new_epoch()
+        self._seq = 0
+        self._dirty: dict[Subscriber, None] = {}
+        self._flush_scheduled = False
+        self._broadcast_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._started = False
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # ------------------------------------------------------------------ life
+
+    async def start(self) -> None:
+        """Open the store and start the heartbeat sweep (idempotent)."""
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        if self.store is not None:
+            await self.store.open()
+            self._epoch = self.store.epoch
+            self._seq = await self.store.last_seq()
+        self._sweeper = self._loop.create_task(self._sweep_forever())
+        self._started = True
+
+    async def close(self, reason: str = "server shutting down", retry_ms: int | None = 1000) -> None:
+        """Tell every subscriber the server is going away, end the streams, close the store."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        goodbye = encode_event(
+            '{"reason":%s}' % encode_json_string(reason), SHUTDOWN_EVENT, None, retry_ms
+        )
+        for sub in tuple(self._subs):
+            self._flush_one(sub, force=True)
+            sub.sink.write(goodbye)
+            self._drop(sub, close=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self.store is not None and self._started:
+            await self.store.close()
+        self._started = False
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def connections(self) -> int:
+        return len(self._subs)
+
+    @property
+    def users(self) -> int:
+        return len(self._by_uid)
+
+    def is_online(self, uid: str) -> bool:
+        return uid in self._by_uid
+
+    # ----------------------------------------------------------- subscribers
+
+    def subscribe(self, uid: str, sink: SubscriberSink, *, event_type: str | None = None) -> Subscriber:
+        """Register a connection; it gets a heartbeat at once and live events from now on."""
+        if self._closing:
+            raise HubClosedError("the hub is shutting down")
+        if len(self._subs) >= self.max_connections:
+            raise HubFullError(f"max_connections ({self.max_connections}) reached")
+        now = self._now()
+        sub = Subscriber(uid, sink, event_type or None, self._ring.head, busy_since=now, last_write=now)
+        self._subs[sub] = None
+        self._by_uid.setdefault(uid, []).append(sub)
+        sink.write(HEARTBEAT)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget a connection (the transport saw it go). Safe to call twice."""
+        self._drop(sub, close=False)
+
+    def ready(self, sub: Subscriber) -> None:
+        """The sink has handed off its last write: send what is pending, if anything."""
+        sub.busy = False
+        sub.inflight_private.clear()
+        if not sub.closed:
+            self._flush_one(sub)
+
+    def write_failed(self, sub: Subscriber, exc: BaseException | None = None) -> None:
+        """The sink could not write: report the events of that write and drop the subscriber."""
+        if sub.closed:
+            return
+        logger.debug("write to %s failed: %r", sub.uid, exc)
+        self._report_lost(sub, sub.inflight_from, sub.cursor, sub.inflight_private, WRITE_ERROR)
+        sub.inflight_private = []
+        self._drop(sub, close=True)
+
+    # ------------------------------------------------------------------ push
+
+    async def push(
+        self, events: Event | Iterable[Event], uids: Iterable[str] | None = None
+    ) -> list[str]:
+        """Deliver events to every connection of ``uids`` (everyone when empty/None).
+
+        All events are validated before anything is stored or sent: an invalid
+        one raises :class:`~sse_fast.errors.InvalidEventError` naming the field
+        and nothing is delivered.  Returns the ids, in order.
+        """
+        if self._closing:
+            raise HubClosedError("the hub is shutting down")
+        batch = [events] if isinstance(events, Event) else list(events)
+        if not batch:
+            raise SSEFastErrorEmpty()
+        targets = validate_uids(uids)
+        prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
+        if self.store is not None:
+            stored = await self.store.save(
+                [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared)]
+            )
+            seqs = [s.seq for s in stored]
+            ids = [s.id for s in stored]
+            self._seq = max(self._seq, seqs[-1])
+        else:
+            first = self._seq + 1
+            self._seq += len(batch)
+            seqs = list(range(first, self._seq + 1))
+            ids = [format_id(self._epoch, s) for s in seqs]
+        self._fan_out(batch, prepared, seqs, ids, targets)
+        return ids
+
+    def _fan_out(
+        self,
+        batch: list[Event],
+        prepared: list[tuple[str, bytes]],
+        seqs: list[int],
+        ids: list[str],
+        targets: tuple[str, ...] | None,
+    ) -> None:
+        ring = self._ring
+        self.stats.events += len(batch)
+        for ev, (_, body), seq, event_id in zip(batch, prepared, seqs, ids):
+            wire_id = ev.id if ev.id is not None else event_id
+            frame = b"id: " + wire_id.encode() + b"\n" + body
+            stamped = Event(ev.event, ev.data, wire_id, raw=ev.raw)
+            if targets is None:
+                ring.append(frame, stamped.event, seq)
+                self._remember(stamped)
+                self._broadcast_pending = True
+            else:
+                for uid in targets:
+                    subs = self._by_uid.get(uid)
+                    if not subs:
+                        self._report(uid, stamped, OFFLINE)
+                        continue
+                    for sub in subs:
+                        if sub.event_type is not None and sub.event_type != stamped.event:
+                            continue
+                        sub.private.append((ring.head, frame, stamped, seq))
+                        if len(sub.private) > ring.max_frames:
+                            self._drop_slow(sub)
+                        else:
+                            self._dirty[sub] = None
+        self._schedule_flush()
+
+    def _remember(self, event: Event) -> None:
+        """Keep the broadcast events the ring holds, to report what a dropped subscriber missed."""
+        recent = self._recent
+        recent.append((event, event.event))
+        excess = len(recent) - len(self._ring) - 64
+        for _ in range(max(0, excess)):
+            recent.popleft()
+
+    # --------------------------------------------------------------- fan-out
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write pending frames to every idle subscriber that has some (one write each)."""
+        self._flush_scheduled = False
+        if self._broadcast_pending:
+            self._broadcast_pending = False
+            self._dirty.clear()
+            tail = self._ring.tail
+            for sub in tuple(self._subs):
+                if sub.busy:
+                    if sub.cursor < tail:
+                        self._drop_slow(sub)
+                else:
+                    self._flush_one(sub)
+        elif self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            for sub in dirty:
+                if not sub.busy and not sub.closed:
+                    self._flush_one(sub)
+
+    def _flush_one(self, sub: Subscriber, force: bool = False) -> None:
+        ring = self._ring
+        start = sub.cursor
+        try:
+            if sub.private:
+                data, count = self._merge_private(sub)
+            else:
+                if start == ring.head:
+                    return
+                data, sub.cursor, count = ring.collect(start, -1, sub.event_type, sub.after_seq)
+        except CursorLagging:
+            self._drop_slow(sub)
+            return
+        if not data:
+            return
+        sub.inflight_from = start
+        now = self._now()
+        sub.busy = True
+        sub.busy_since = now
+        sub.last_write = now
+        self.stats.deliveries += count
+        sub.sink.write(data)
+
+    def _merge_private(self, sub: Subscriber) -> tuple[bytes, int]:
+        """Interleave a subscriber's own frames with the broadcast ring, in push order."""
+        ring = self._ring
+        parts: list[bytes] = []
+        total = 0
+        cursor = sub.cursor
+        for pos, frame, event, seq in sub.private:
+            if pos > cursor:
+                chunk, cursor, n = ring.collect(cursor, pos, sub.event_type, sub.after_seq)
+                parts.append(chunk)
+                total += n
+            if seq > sub.after_seq:
+                parts.append(frame)
+                sub.inflight_private.append(event)
+                total += 1
+        chunk, sub.cursor, n = ring.collect(cursor, -1, sub.event_type, sub.after_seq)
+        parts.append(chunk)
+        sub.private.clear()
+        return b"".join(parts), total + n
+
+    # -------------------------------------------------------------- failures
+
+    def _drop_slow(self, sub: Subscriber) -> None:
+        """Disconnect a subscriber that fell behind the ring; report what it missed."""
+        if sub.closed:
+            return
+        self.stats.slow_consumers += 1
+        pending = [event for _, _, event, _ in sub.private]
+        lost = self._report_lost(sub, sub.inflight_from if sub.busy else sub.cursor,
+                                 self._ring.head, sub.inflight_private + pending, SLOW_CONSUMER)
+        self.stats.dropped += lost
+        logger.info("dropping slow consumer %s (%d events missed)", sub.uid, lost)
+        self._drop(sub, close=True)
+
+    def _report_lost(
+        self, sub: Subscriber, start: int, end: int, private: list[Event], reason: str
+    ) -> int:
+        """Report the broadcast events in positions [start, end) and ``private`` as failed."""
+        lost = 0
+        first_known = self._ring.head - len(self._recent)
+        for pos in range(max(start, first_known), end):
+            event, event_type = self._recent[pos - first_known]
+            if sub.event_type is None or sub.event_type == event_type:
+                self._report(sub.uid, event, reason)
+                lost += 1
+        for event in private:
+            self._report(sub.uid, event, reason)
+            lost += 1
+        return lost
+
+    def _report(self, uid: str, event: Event, reason: str) -> None:
+        self.stats.failed += 1
+        self.stats.failed_by_reason[reason] += 1
+        callback = self.on_push_failed
+        if callback is None:
+            return
+        try:
+            result = callback(uid, event, reason)
+        except Exception:
+            logger.exception("on_push_failed raised")
+            return
+        if isinstance(result, Awaitable):
+            task = asyncio.ensure_future(result)
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("on_push_failed failed", exc_info=task.exception())
+
+    def _drop(self, sub: Subscriber, *, close: bool) -> None:
+        if sub.closed:
+            return
+        sub.closed = True
+        self._subs.pop(sub, None)
+        self._dirty.pop(sub, None)
+        subs = self._by_uid.get(sub.uid)
+        if subs is not None:
+            try:
+                subs.remove(sub)
+            except ValueError:
+                pass
+            if not subs:
+                del self._by_uid[sub.uid]
+        sub.private.clear()
+        if close:
+            sub.sink.close()
+
+    # ------------------------------------------------------------ heartbeats
+
+    async def _sweep_forever(self) -> None:
+        interval = max(min(self.heartbeat / 4, 1.0), 0.02)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("heartbeat sweep failed")
+
+    def sweep(self) -> None:
+        """One pass over all subscribers: heartbeat the quiet ones, drop the stalled ones."""
+        now = self._now()
+        quiet_before = now - self.heartbeat
+        stalled_before = now - self.stall_timeout
+        for sub in tuple(self._subs):
+            if sub.busy:
+                if sub.busy_since < stalled_before:
+                    self._drop_slow(sub)
+            elif sub.last_write <= quiet_before:
+                sub.busy = True
+                sub.busy_since = now
+                sub.last_write = now
+                sub.inflight_from = sub.cursor
+                self.stats.heartbeats += 1
+                sub.sink.write(HEARTBEAT)
+
+    def _now(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0
+
+    # --------------------------------------------------------------- helpers
+
+    def snapshot(self) -> dict[str, Any]:
+        """Figures for ``/stats``."""
+        s = self.stats
+        return {
+            "connections": len(self._subs),
+            "users": len(self._by_uid),
+            "events": s.events,
+            "deliveries": s.deliveries,
+            "failed": s.failed,
+            "failed_by_reason": dict(s.failed_by_reason),
+            "dropped": s.dropped,
+            "slow_consumers": s.slow_consumers,
+            "heartbeats": s.heartbeats,
+            "ring": {"frames": len(self._ring), "bytes": self._ring.nbytes,
+                     "max_frames": self._ring.max_frames, "max_bytes": self._ring.max_bytes},
+            "last_id": format_id(self._epoch, self._seq) if self._seq else None,
+        }
+
+
+class SSEFastErrorEmpty(SSEFastError, ValueError):
+    """A push with no events."""
+
+    def __init__(self) -> None:
+        super().__init__("events: must contain at least one event")
+
+
+def encode_json_string(text: str) -> str:
+    import orjson
+
+    return orjson.dumps(text).decode()
+
+
+__all__ = [
+    "OFFLINE",
+    "SHUTDOWN_EVENT",
+    "SLOW_CONSUMER",
+    "WRITE_ERROR",
+    "EventId",
+    "Hub",
+    "HubClosedError",
+    "HubFullError",
+    "HubStats",
+    "Subscriber",
+    "SubscriberSink",
+]
