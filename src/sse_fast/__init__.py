@@ -1,0 +1,35 @@
+"""sse_fast: a Server-Sent Events notification edge.
+
+The compiled core (framing, parsing, fan-out ring) lives in ``sse_fast._core``;
+the :class:`Hub` holds subscribers and pushes to them; transports, stores and
+the client are built on top.
+"""
+
+from ._core import HEARTBEAT, EventParser, FanoutRing, ServerSentEvent, encode_comment, encode_event
+from .errors import CursorLagging, InvalidEventError, InvalidEventIdError, SSEFastError
+from .event import Event
+from .hub import OFFLINE, SHUTDOWN_EVENT, SLOW_CONSUMER, WRITE_ERROR, Hub, HubClosedError, HubFullError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HEARTBEAT",
+    "OFFLINE",
+    "SHUTDOWN_EVENT",
+    "SLOW_CONSUMER",
+    "WRITE_ERROR",
+    "CursorLagging",
+    "Event",
+    "EventParser",
+    "FanoutRing",
+    "Hub",
+    "HubClosedError",
+    "HubFullError",
+    "InvalidEventError",
+    "InvalidEventIdError",
+    "SSEFastError",
+    "ServerSentEvent",
+    "__version__",
+    "encode_comment",
+    "encode_event",
+]
