@@ -36,3 +36,74 @@ class InvalidEventError(SSEFastError, ValueError):
 
 class InvalidEventIdError(SSEFastError, ValueError):
     """A ``Last-Event-ID`` (or an id given to a store) is not of the form ``<epoch>-<seq>``."""
+
+
+class EmptyPushError(SSEFastError, ValueError):
+    """A push with no events."""
+
+    def __init__(self) -> None:
+        super().__init__("events: must contain at least one event")
+
+
+class ClientError(SSEFastError):
+    """Base class of the errors the SSE client reports (to ``on_error`` or to the caller)."""
+
+
+class ConnectionLostError(ClientError):
+    """A connection failed, broke or ended; the client reconnects, as an EventSource does.
+
+    Passed to ``on_error`` listeners, not raised to the caller (unless the
+    attempts run out, as the ``__cause__`` of :class:`RetriesExhaustedError`).
+    ``going_away`` is true when the server announced a graceful shutdown.
+    """
+
+    def __init__(self, reason: str, *, going_away: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.going_away = going_away
+
+
+class ClientStoppedError(ClientError):
+    """The client stopped for good and will not reconnect; the message says why."""
+
+
+class HTTPStatusError(ClientStoppedError):
+    """The server answered the subscription with a status other than 200.
+
+    ``retryable`` is true for 429/502/503/504: the client then waits (at least
+    ``retry_after`` seconds when the server said so) and tries again, and this
+    error only reaches ``on_error``; any other status stops the client for good.
+    """
+
+    def __init__(
+        self, status: int, url: str, *, message: str = "", retry_after: float | None = None
+    ) -> None:
+        detail = f": {message}" if message else ""
+        super().__init__(f"HTTP {status} from {url}{detail}")
+        self.status = status
+        self.url = url
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (429, 502, 503, 504)
+
+
+class ContentTypeError(ClientStoppedError):
+    """The server answered 200 with a body that is not ``text/event-stream``: not an SSE endpoint."""
+
+    def __init__(self, content_type: str, url: str) -> None:
+        shown = content_type or "(none)"
+        super().__init__(f"{url} answered with content-type {shown!r}, not text/event-stream")
+        self.content_type = content_type
+        self.url = url
+
+
+class RetriesExhaustedError(ClientStoppedError):
+    """``max_attempts`` connection attempts in a row failed; ``__cause__`` is the last failure."""
+
+    def __init__(self, attempts: int, last_error: BaseException) -> None:
+        super().__init__(f"gave up after {attempts} failed connection attempts: {last_error}")
+        self.attempts = attempts
+        self.last_error = last_error
