@@ -8,15 +8,73 @@ sequence number, in id order, one page at a time.
 Ordering contract the hub relies on: ``save`` calls complete in the order they
 were made (FIFO), and the ids they assign are strictly increasing in that
 order.  ``save`` returns only once the events are as durable as the backend
-promises (committed for SQLite, acknowledged by Redis).
+promises (committed for SQLite, acknowledged by Redis).  A ``save`` whose
+caller is cancelled may still be stored: cancellation only stops the waiting.
+
+History is bounded by a :class:`Retention` (a count, an age, or both).  The
+window a store still holds is ``first_seq() .. last_seq()``; a client that
+resumes after ``after_seq`` has missed events for good when
+``first_seq() > after_seq + 1`` (or when its id names another epoch), and the
+hub should then tell it to reset instead of replaying a history with a hole.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
+
+from ..errors import SSEFastError
 
 DEFAULT_PAGE = 100
+
+
+class StoreClosedError(SSEFastError):
+    """The store is not open (never opened, or already closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much history a store keeps: at most ``max_events`` newest events,
+    none older than ``max_age`` seconds; ``None`` means no bound of that kind.
+
+    Retention is applied when events are saved (and when a store opens), not
+    by a timer: an idle store may keep expired events a while longer, which
+    only ever means more history than promised, never less.
+    """
+
+    max_events: int | None = None
+    max_age: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_events is not None and (
+            isinstance(self.max_events, bool) or not isinstance(self.max_events, int) or self.max_events < 1
+        ):
+            raise ValueError(f"max_events: must be a positive integer or None, not {self.max_events!r}")
+        if self.max_age is not None and (
+            isinstance(self.max_age, bool)
+            or not isinstance(self.max_age, (int, float))
+            or not self.max_age > 0
+        ):
+            raise ValueError(f"max_age: must be a positive number of seconds or None, not {self.max_age!r}")
+
+    def first_kept_seq(self, last_seq: int) -> int:
+        """The smallest seq the count bound keeps, given the newest (seqs are contiguous)."""
+        if self.max_events is None:
+            return 1
+        return max(1, last_seq - self.max_events + 1)
+
+    def oldest_kept_time(self, now: float) -> float | None:
+        """Events created before this instant are expired (``None``: no age bound)."""
+        return None if self.max_age is None else now - self.max_age
+
+
+Clock = Callable[[], float]
+"""Stores take ``clock=time.time``: wall-clock seconds stamped on each event
+(``created``) and used for age retention; tests pass a fake one."""
+
+wall_clock: Clock = time.time
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +108,22 @@ class Store(Protocol):
 
     @property
     def epoch(self) -> str:
-        """The token that names this store's history (stable across restarts)."""
+        """The token that names this store's history (stable across restarts;
+        a new one when the data is wiped).  Valid once :meth:`open` returned."""
+        ...
+
+    @property
+    def retention(self) -> Retention:
+        """The bounds this store keeps its history within."""
         ...
 
     async def open(self) -> None:
         """Create the schema if needed; load the epoch and the last sequence number."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Finish pending saves and release the backend; the store may be opened again."""
+        ...
 
     async def save(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Assign ids in order, persist, and return the stored events (same order)."""
@@ -72,7 +138,10 @@ class Store(Protocol):
         limit: int = DEFAULT_PAGE,
     ) -> list[StoredEvent]:
         """Events with ``seq > after_seq`` that ``uid`` may see (broadcasts and those
-        addressed to it), optionally of one type, in id order, at most ``limit``."""
+        addressed to it), optionally of one type, in id order, at most ``limit``.
+
+        A page shorter than ``limit`` means there is nothing more right now;
+        continue from the last returned ``seq`` to get the next page."""
         ...
 
     async def first_seq(self) -> int:
@@ -82,3 +151,9 @@ class Store(Protocol):
     async def last_seq(self) -> int:
         """The largest sequence number ever assigned in this epoch (0 when none)."""
         ...
+
+
+def check_limit(limit: int) -> None:
+    """Reject page sizes that would make paging loop forever or read everything."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit: must be a positive integer, not {limit!r}")

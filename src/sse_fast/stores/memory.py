@@ -1,0 +1,107 @@
+"""MemoryStore: bounded history in this process, for tests and ephemeral deployments.
+
+Nothing survives the process, so every instance draws a new epoch: a client
+that resumes with an id from a previous run is recognised as coming from
+another history.  ``save`` does no I/O, which makes FIFO completion trivial.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from itertools import islice
+
+from ..ids import format_id, new_epoch
+from .base import (
+    DEFAULT_PAGE,
+    Clock,
+    NewEvent,
+    Retention,
+    StoreClosedError,
+    StoredEvent,
+    check_limit,
+    wall_clock,
+)
+
+DEFAULT_MAX_EVENTS = 10_000
+
+
+class MemoryStore:
+    """A deque of the newest events; seqs are contiguous, so a seq is an index."""
+
+    def __init__(
+        self,
+        max_events: int | None = DEFAULT_MAX_EVENTS,
+        max_age: float | None = None,
+        *,
+        clock: Clock = wall_clock,
+    ) -> None:
+        self._retention = Retention(max_events, max_age)
+        self._clock = clock
+        self._epoch = new_epoch()
+        self._events: deque[StoredEvent] = deque()
+        self._last_seq = 0
+        self._last_created = 0.0
+        self._open = False
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def retention(self) -> Retention:
+        return self._retention
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def save(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        if not self._open:
+            raise StoreClosedError("MemoryStore: save before open() or after close()")
+        # created never goes backwards, so age pruning can stop at the first young event.
+        now = self._last_created = max(self._clock(), self._last_created)
+        out: list[StoredEvent] = []
+        for ev in events:
+            self._last_seq += 1
+            out.append(StoredEvent(self._last_seq, format_id(self._epoch, self._last_seq),
+                                   ev.event, ev.data, ev.uids, now))
+        self._events.extend(out)
+        self._prune(now)
+        return out
+
+    def _prune(self, now: float) -> None:
+        kept = self._events
+        first = self._retention.first_kept_seq(self._last_seq)
+        oldest = self._retention.oldest_kept_time(now)
+        while kept and (kept[0].seq < first or (oldest is not None and kept[0].created < oldest)):
+            kept.popleft()
+
+    async def list_after(
+        self,
+        uid: str,
+        after_seq: int,
+        *,
+        event_type: str | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> list[StoredEvent]:
+        check_limit(limit)
+        kept = self._events
+        if not kept:
+            return []
+        out: list[StoredEvent] = []
+        start = max(0, after_seq + 1 - kept[0].seq)
+        for ev in islice(kept, start, None):
+            if (ev.uids is None or uid in ev.uids) and (event_type is None or ev.event == event_type):
+                out.append(ev)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def first_seq(self) -> int:
+        return self._events[0].seq if self._events else self._last_seq + 1
+
+    async def last_seq(self) -> int:
+        return self._last_seq

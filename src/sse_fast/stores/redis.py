@@ -1,0 +1,397 @@
+"""RedisStore: history in a Redis stream, shared by every process that uses the same keys.
+
+Key layout (``P`` is ``key_prefix``; it is wrapped in braces, a Redis Cluster
+hash tag, so that all keys of one store live in one slot)::
+
+    {P}:epoch        string   the epoch, created once with SET NX; a wiped Redis
+                              therefore yields a new epoch at the next open
+    {P}:seq          string   the last seq assigned (INCRBY allocates a batch)
+    {P}:stream       stream   one entry per event, id "<seq>-0", fields
+                                t  created, Unix seconds (float text)
+                                e  event type
+                                d  data (wire text)
+                                u  JSON array of recipient uids; absent = broadcast
+    {P}:bcast        zset     seqs of broadcasts (score = member = seq)
+    {P}:u:<uid>      zset     seqs of the events addressed to <uid>
+
+Entries are self-contained (event, data, uids, created), so the stream is also
+the bus for scaling out: another process can ``XREAD`` ``{P}:stream`` and fan
+out pushes accepted elsewhere, turning the entry id ``<seq>-0`` and the epoch
+into the wire id ``<epoch>-<seq>``.
+
+Ordering: one Lua script allocates the seqs (INCRBY), XADDs the entries with
+explicit ids and updates the indexes atomically, so concurrent savers in many
+processes get strictly increasing seqs and the stream order is the seq order.
+Within a process, saves go through one writer task that sends everything
+queued as one script call (a group commit: one round trip for many pushes)
+and resolves the callers in order, which keeps completion FIFO even though
+the client has a pool of connections.
+
+Retention: ``XADD ... MAXLEN ~ max_events`` (approximate: Redis trims whole
+stream nodes, so up to ~100 more entries may stay) and, for ``max_age``,
+``XTRIM MINID`` past the expired entries.  The indexes are trimmed below the
+stream's first entry whenever they are written, and get ``index_ttl``
+(default: ``max_age``) so that the index of a user nobody writes to goes away.
+``list_after`` reads at most ``limit`` candidates per index per round trip and
+checks each entry's own ``u`` field, so a stale index member is harmless.
+
+Durability is Redis's: a ``save`` returns once Redis has executed the script;
+whether that survives a Redis restart depends on its AOF/RDB settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from ..ids import format_id, new_epoch
+from .base import (
+    DEFAULT_PAGE,
+    Clock,
+    NewEvent,
+    Retention,
+    StoreClosedError,
+    StoredEvent,
+    check_limit,
+    wall_clock,
+)
+
+DEFAULT_MAX_EVENTS = 100_000
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+MAX_BATCH_EVENTS = 2_000
+"""Events per script call: enough to amortise the round trip, small enough not to stall Redis."""
+
+# KEYS: seq, stream, broadcast index.
+# ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
+#       index ttl seconds (0 = none), created, n, then n x (event, data, uids JSON or "").
+# Returns the last seq allocated.
+_SAVE_LUA = """
+local n = tonumber(ARGV[6])
+local last = redis.call('INCRBY', KEYS[1], n)
+local maxlen = tonumber(ARGV[2])
+local created = ARGV[5]
+local touched = {}
+local seq = last - n
+for i = 0, n - 1 do
+  seq = seq + 1
+  local at = 7 + 3 * i
+  local sid = string.format('%d', seq)
+  local args = {'XADD', KEYS[2]}
+  if maxlen > 0 then
+    table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, maxlen)
+  end
+  table.insert(args, sid .. '-0')
+  table.insert(args, 't'); table.insert(args, created)
+  table.insert(args, 'e'); table.insert(args, ARGV[at])
+  table.insert(args, 'd'); table.insert(args, ARGV[at + 1])
+  local uids = ARGV[at + 2]
+  if uids == '' then
+    redis.call(unpack(args))
+    redis.call('ZADD', KEYS[3], seq, sid)
+    touched[KEYS[3]] = true
+  else
+    table.insert(args, 'u'); table.insert(args, uids)
+    redis.call(unpack(args))
+    for _, uid in ipairs(cjson.decode(uids)) do
+      local key = ARGV[1] .. uid
+      redis.call('ZADD', key, seq, sid)
+      touched[key] = true
+    end
+  end
+end
+if n == 0 and maxlen > 0 then
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', maxlen)
+end
+local oldest = tonumber(ARGV[3])
+if oldest > 0 then
+  local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if head[1] and tonumber(head[1][2][2]) < oldest then
+    local start = '-'
+    local minid = nil
+    while not minid do
+      local chunk = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 256)
+      if #chunk == 0 then
+        minid = string.format('%d-0', last + 1)
+      else
+        for _, entry in ipairs(chunk) do
+          if tonumber(entry[2][2]) >= oldest then
+            minid = entry[1]
+            break
+          end
+        end
+        start = '(' .. chunk[#chunk][1]
+      end
+    end
+    redis.call('XTRIM', KEYS[2], 'MINID', minid)
+  end
+end
+local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local first = last + 1
+if head[1] then
+  first = tonumber(string.match(head[1][1], '^(%d+)'))
+end
+local ttl = tonumber(ARGV[4])
+for key, _ in pairs(touched) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', first))
+  if ttl > 0 and key ~= KEYS[3] then
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+return last
+"""
+
+
+@dataclass(slots=True)
+class _SaveRequest:
+    future: asyncio.Future[list[StoredEvent]]
+    events: Sequence[NewEvent]
+
+
+_STOP = object()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _seq_of(entry_id: str | bytes) -> int:
+    return int(_text(entry_id).partition("-")[0])
+
+
+class RedisStore:
+    """History in a Redis stream; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        url_or_client: str | aioredis.Redis = DEFAULT_URL,
+        key_prefix: str = "sse_fast",
+        max_events: int | None = DEFAULT_MAX_EVENTS,
+        max_age: float | None = None,
+        *,
+        index_ttl: int | None = None,
+        clock: Clock = wall_clock,
+    ) -> None:
+        if not key_prefix:
+            raise ValueError("key_prefix: must not be empty")
+        if index_ttl is not None and index_ttl < 1:
+            raise ValueError("index_ttl: must be a positive number of seconds or None")
+        self._retention = Retention(max_events, max_age)
+        self._url = url_or_client if isinstance(url_or_client, str) else None
+        if isinstance(url_or_client, str):
+            self._redis: aioredis.Redis = aioredis.Redis.from_url(url_or_client, decode_responses=True)
+        else:
+            self._redis = url_or_client
+        self.key_prefix = key_prefix
+        tag = "{" + key_prefix + "}"
+        self.epoch_key = f"{tag}:epoch"
+        self.seq_key = f"{tag}:seq"
+        self.stream_key = f"{tag}:stream"
+        self.broadcast_key = f"{tag}:bcast"
+        self.user_key_prefix = f"{tag}:u:"
+        if index_ttl is None and max_age is not None:
+            index_ttl = int(max_age) + 1
+        self._index_ttl = index_ttl or 0
+        self._clock = clock
+        self._save_script = self._redis.register_script(_SAVE_LUA)
+        self._epoch = ""
+        self._last_created = 0.0
+        self._queue: asyncio.Queue[Any] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.commits = 0
+        """Script calls made by :meth:`save` since open (one per group of queued saves)."""
+
+    @property
+    def epoch(self) -> str:
+        if not self._epoch:
+            raise StoreClosedError("RedisStore: epoch is known once open() returned")
+        return self._epoch
+
+    @property
+    def retention(self) -> Retention:
+        return self._retention
+
+    def user_key(self, uid: str) -> str:
+        return self.user_key_prefix + uid
+
+    # ------------------------------------------------------------------ life
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        await self._redis.set(self.epoch_key, new_epoch(), nx=True)
+        epoch = await self._redis.get(self.epoch_key)
+        if epoch is None:
+            raise StoreClosedError(f"RedisStore: {self.epoch_key} vanished while opening")
+        self._epoch = _text(epoch)
+        await self._call_script([], 0.0)  # apply retention now, as the protocol promises
+        self._queue = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def close(self) -> None:
+        """Send every save already queued, stop the writer task, close an owned client."""
+        writer, queue = self._writer, self._queue
+        if writer is None or queue is None:
+            return
+        self._writer = None
+        queue.put_nowait(_STOP)
+        await writer
+        if self._url is not None:  # we made the client, so we close it; a re-open makes a new one
+            await self._redis.aclose()
+            self._redis = aioredis.Redis.from_url(self._url, decode_responses=True)
+            self._save_script = self._redis.register_script(_SAVE_LUA)
+
+    # ----------------------------------------------------------------- write
+
+    async def save(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        queue = self._queue
+        if self._writer is None or queue is None:
+            raise StoreClosedError("RedisStore: save before open() or after close()")
+        if not events:
+            return []
+        future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_SaveRequest(future, events))
+        return await future
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            item = await queue.get()
+            if item is _STOP:
+                return
+            batch: list[_SaveRequest] = [item]
+            size = len(item.events)
+            stop = False
+            while size < MAX_BATCH_EVENTS and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+                size += len(nxt.events)
+            await self._commit(batch)
+            if stop:
+                return
+
+    async def _commit(self, batch: list[_SaveRequest]) -> None:
+        now = max(self._clock(), self._last_created)
+        events = [ev for req in batch for ev in req.events]
+        try:
+            last = await self._call_script(events, now)
+        except Exception as exc:
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            for req in batch:
+                req.future.cancel()
+            raise
+        self._last_created = now
+        self.commits += 1
+        seq = last - len(events)
+        epoch = self._epoch
+        for req in batch:
+            out: list[StoredEvent] = []
+            for ev in req.events:
+                seq += 1
+                out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, ev.uids or None, now))
+            if not req.future.done():
+                req.future.set_result(out)
+
+    async def _call_script(self, events: Sequence[NewEvent], now: float) -> int:
+        retention = self._retention
+        oldest = retention.oldest_kept_time(now if events else max(self._clock(), self._last_created))
+        args: list[Any] = [
+            self.user_key_prefix,
+            retention.max_events or 0,
+            repr(oldest) if oldest is not None and oldest > 0 else 0,
+            self._index_ttl,
+            repr(now),
+            len(events),
+        ]
+        for ev in events:
+            args.append(ev.event)
+            args.append(ev.data)
+            args.append(orjson.dumps(ev.uids).decode() if ev.uids else "")
+        result = await self._save_script(keys=[self.seq_key, self.stream_key, self.broadcast_key], args=args)
+        return int(result)
+
+    # ------------------------------------------------------------------ read
+
+    async def list_after(
+        self,
+        uid: str,
+        after_seq: int,
+        *,
+        event_type: str | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> list[StoredEvent]:
+        check_limit(limit)
+        if self._writer is None:
+            raise StoreClosedError("RedisStore: list_after before open() or after close()")
+        r = self._redis
+        user_key = self.user_key(uid)
+        epoch = self._epoch
+        low = max(after_seq, await self.first_seq() - 1)
+        out: list[StoredEvent] = []
+        while len(out) < limit:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.zrangebyscore(user_key, f"({low}", "+inf", start=0, num=limit)
+                pipe.zrangebyscore(self.broadcast_key, f"({low}", "+inf", start=0, num=limit)
+                mine, broadcasts = await pipe.execute()
+            candidates = sorted({int(s) for s in mine} | {int(s) for s in broadcasts})[:limit]
+            if not candidates:
+                break
+            async with r.pipeline(transaction=False) as pipe:
+                for seq in candidates:
+                    pipe.xrange(self.stream_key, f"{seq}-0", f"{seq}-0")
+                entries = await pipe.execute()
+            for found in entries:
+                if not found:
+                    continue  # trimmed since the index was read
+                entry_id, fields = found[0]
+                ev = self._decode(epoch, entry_id, fields)
+                if ev.uids is not None and uid not in ev.uids:
+                    continue  # a stale index member from an older history
+                if event_type is not None and ev.event != event_type:
+                    continue
+                out.append(ev)
+                if len(out) >= limit:
+                    break
+            low = candidates[-1]
+            if len(mine) < limit and len(broadcasts) < limit:
+                break  # both indexes were read to their end
+        return out
+
+    @staticmethod
+    def _decode(epoch: str, entry_id: str | bytes, fields: dict[Any, Any]) -> StoredEvent:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        seq = _seq_of(entry_id)
+        uids = f.get("u")
+        return StoredEvent(
+            seq,
+            format_id(epoch, seq),
+            f["e"],
+            f["d"],
+            None if uids is None else tuple(orjson.loads(uids)),
+            float(f["t"]),
+        )
+
+    async def first_seq(self) -> int:
+        head = await self._redis.xrange(self.stream_key, "-", "+", count=1)
+        if head and head[0][0] is not None:
+            return _seq_of(head[0][0])
+        return await self.last_seq() + 1
+
+    async def last_seq(self) -> int:
+        value = await self._redis.get(self.seq_key)
+        return int(value) if value is not None else 0
+
+
+__all__ = ["DEFAULT_MAX_EVENTS", "RedisStore"]

@@ -1,0 +1,388 @@
+"""SQLiteStore: the embedded durable default (stdlib ``sqlite3``, no new dependency).
+
+Threads, so that the event loop never waits on the disk:
+
+* one **writer thread** owns the only writing connection.  ``save`` puts a
+  request on a queue and awaits a future.  The writer takes every request
+  queued at that moment, writes them all in ONE transaction, commits, and then
+  resolves their futures in queue order with ``loop.call_soon_threadsafe``.
+  Many small concurrent pushes therefore cost one commit (group commit), saves
+  complete FIFO, and seqs increase in queue order.  Retention pruning runs in
+  the same transaction.
+* a small **reader pool** (threads with their own connections) serves
+  ``list_after``; WAL mode lets those reads run while the writer commits.
+
+Durability: WAL journal.  ``synchronous="FULL"`` (the default) fsyncs the WAL
+on every commit, so an event ``save`` returned survives kill -9 of the process
+*and* a power cut or kernel crash; group commit amortises that fsync over every
+save that was waiting.  ``synchronous="NORMAL"`` skips the per-commit fsync: a
+committed event still survives kill -9 of the process (the WAL is in the OS
+page cache the moment the commit returns) but the last commits may be lost if
+the machine itself goes down.
+
+Schema::
+
+    meta(key PRIMARY KEY, value)          -- 'epoch' (written once), 'last_seq'
+    events(seq INTEGER PRIMARY KEY, event, data, created REAL,
+           uids)                          -- uids: JSON array, NULL = broadcast
+    recipients(seq, uid) PRIMARY KEY (seq, uid), INDEX (uid, seq)
+    INDEX events_broadcast ON events(seq) WHERE uids IS NULL
+
+``last_seq`` is kept in ``meta`` so that seqs are never reused even after
+retention removed every row.  Deleting the file (with its ``-wal``/``-shm``)
+wipes the history; the next open draws a new epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from ..ids import format_id, new_epoch
+from .base import (
+    DEFAULT_PAGE,
+    Clock,
+    NewEvent,
+    Retention,
+    StoreClosedError,
+    StoredEvent,
+    check_limit,
+    wall_clock,
+)
+
+DEFAULT_MAX_EVENTS = 1_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created REAL NOT NULL,
+    uids TEXT
+);
+CREATE INDEX IF NOT EXISTS events_broadcast ON events(seq) WHERE uids IS NULL;
+CREATE TABLE IF NOT EXISTS recipients (
+    seq INTEGER NOT NULL,
+    uid TEXT NOT NULL,
+    PRIMARY KEY (seq, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipients_uid ON recipients(uid, seq);
+"""
+
+# Each branch is limited before the union, so a page costs O(limit) index
+# steps whatever the size of the history or of other users' traffic.
+_LIST_ALL = """
+SELECT seq, event, data, created, uids FROM events WHERE seq IN (
+    SELECT seq FROM (SELECT seq FROM recipients WHERE uid = :uid AND seq > :after
+                     ORDER BY seq LIMIT :limit)
+    UNION ALL
+    SELECT seq FROM (SELECT seq FROM events WHERE uids IS NULL AND seq > :after
+                     ORDER BY seq LIMIT :limit)
+) ORDER BY seq LIMIT :limit
+"""
+
+_LIST_TYPE = """
+SELECT seq, event, data, created, uids FROM events WHERE seq IN (
+    SELECT seq FROM (SELECT r.seq FROM recipients r JOIN events e ON e.seq = r.seq
+                     WHERE r.uid = :uid AND r.seq > :after AND e.event = :type
+                     ORDER BY r.seq LIMIT :limit)
+    UNION ALL
+    SELECT seq FROM (SELECT seq FROM events WHERE uids IS NULL AND seq > :after AND event = :type
+                     ORDER BY seq LIMIT :limit)
+) ORDER BY seq LIMIT :limit
+"""
+
+
+@dataclass(slots=True)
+class _SaveRequest:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[StoredEvent]]
+    events: Sequence[NewEvent]
+
+
+_STOP = object()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    """Runs in the loop: a cancelled caller has already gone, nothing to resolve."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def _post(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
+          exc: BaseException | None = None) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        loop.call_soon_threadsafe(_settle, future, result, exc)
+
+
+class SQLiteStore:
+    """Durable history in one SQLite file; see the module docstring for the threading."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_events: int | None = DEFAULT_MAX_EVENTS,
+        max_age: float | None = None,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        readers: int = 2,
+        clock: Clock = wall_clock,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous: must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        if readers < 1:
+            raise ValueError("readers: must be at least 1")
+        self.path = os.fspath(path)
+        self.synchronous = synchronous
+        self._retention = Retention(max_events, max_age)
+        self._readers = readers
+        self._clock = clock
+        self._epoch = ""
+        self._last_seq = 0
+        self._first_seq = 1
+        self._last_created = 0.0
+        self.commits = 0
+        """Transactions committed by :meth:`save` since open (group commit makes it < saves)."""
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        # Held by the writer around each transaction; tests hold it to queue saves deterministically.
+        self._commit_gate = threading.Lock()
+
+    @property
+    def epoch(self) -> str:
+        if not self._epoch:
+            raise StoreClosedError("SQLiteStore: epoch is known once open() returned")
+        return self._epoch
+
+    @property
+    def retention(self) -> Retention:
+        return self._retention
+
+    # ------------------------------------------------------------------ life
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._queue = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._writer_main, args=(loop, ready), name="sse-fast-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        try:
+            await ready
+        except BaseException:
+            self._writer.join()
+            self._writer = None
+            raise
+        self._pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sse-fast-sqlite-reader")
+
+    async def close(self) -> None:
+        """Commit every save already queued, then stop the threads."""
+        writer, pool = self._writer, self._pool
+        if writer is None:
+            return
+        self._writer = self._pool = None
+        self._queue.put(_STOP)
+        await asyncio.to_thread(writer.join)
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True)
+        with self._conns_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        return conn
+
+    # ---------------------------------------------------------------- writer
+
+    def _writer_main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+            self._init_db(conn)
+        except BaseException as exc:
+            _post(loop, ready, None, exc)
+            return
+        _post(loop, ready, None)
+        try:
+            self._serve(conn)
+        finally:
+            conn.close()
+
+    def _init_db(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (new_epoch(),))
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', '0')")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        max_seq, first, newest = conn.execute(
+            "SELECT max(seq), min(seq), max(created) FROM events"
+        ).fetchone()
+        self._epoch = meta["epoch"]
+        self._last_seq = max(int(meta["last_seq"]), max_seq or 0)
+        self._first_seq = first if first is not None else self._last_seq + 1
+        self._last_created = newest or 0.0
+        self._first_seq = self._prune(conn, self._first_seq, self._last_seq,
+                                      max(self._clock(), self._last_created))
+        conn.execute("COMMIT")
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            batch: list[_SaveRequest] = [item]
+            stop = False
+            with self._commit_gate:
+                while True:  # group commit: everything queued now shares this transaction
+                    try:
+                        nxt = get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._commit(conn, batch)
+            if stop:
+                return
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_SaveRequest]) -> None:
+        now = max(self._clock(), self._last_created)  # never backwards: age pruning stops early
+        epoch = self._epoch
+        seq = self._last_seq
+        rows: list[tuple[int, str, str, float, str | None]] = []
+        recipients: list[tuple[int, str]] = []
+        results: list[list[StoredEvent]] = []
+        for req in batch:
+            out: list[StoredEvent] = []
+            for ev in req.events:
+                seq += 1
+                uids = ev.uids or None
+                encoded = None if uids is None else orjson.dumps(uids).decode()
+                rows.append((seq, ev.event, ev.data, now, encoded))
+                if uids is not None:
+                    recipients.extend((seq, uid) for uid in uids)
+                out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now))
+            results.append(out)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO events(seq, event, data, created, uids) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            conn.executemany("INSERT INTO recipients(seq, uid) VALUES (?, ?)", recipients)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
+            first = self._prune(conn, self._first_seq, seq, now)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for req in batch:
+                _post(req.loop, req.future, None, exc)
+            return
+        self._last_seq = seq
+        self._first_seq = first
+        self._last_created = now
+        self.commits += 1
+        for req, out in zip(batch, results, strict=True):
+            _post(req.loop, req.future, out)
+
+    def _prune(self, conn: sqlite3.Connection, first: int, last: int, now: float) -> int:
+        """Delete what retention no longer keeps; return the new first seq."""
+        cut = self._retention.first_kept_seq(last)
+        oldest = self._retention.oldest_kept_time(now)
+        if oldest is not None:
+            # created grows with seq, so this walks only the expired rows (plus one).
+            row = conn.execute(
+                "SELECT seq FROM events WHERE seq >= ? AND created >= ? ORDER BY seq LIMIT 1", (first, oldest)
+            ).fetchone()
+            cut = max(cut, row[0] if row is not None else last + 1)
+        if cut > first:
+            conn.execute("DELETE FROM events WHERE seq < ?", (cut,))
+            conn.execute("DELETE FROM recipients WHERE seq < ?", (cut,))
+            return cut
+        return first
+
+    # ------------------------------------------------------------------- API
+
+    async def save(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        if self._writer is None:
+            raise StoreClosedError("SQLiteStore: save before open() or after close()")
+        if not events:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[StoredEvent]] = loop.create_future()
+        self._queue.put(_SaveRequest(loop, future, events))
+        return await future
+
+    async def list_after(
+        self,
+        uid: str,
+        after_seq: int,
+        *,
+        event_type: str | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> list[StoredEvent]:
+        check_limit(limit)
+        pool = self._pool
+        if pool is None:
+            raise StoreClosedError("SQLiteStore: list_after before open() or after close()")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, self._read_page, uid, after_seq, event_type, limit)
+
+    def _read_page(self, uid: str, after_seq: int, event_type: str | None, limit: int) -> list[StoredEvent]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._reader_conns.append(conn)
+        params: dict[str, Any] = {"uid": uid, "after": after_seq, "limit": limit}
+        if event_type is None:
+            rows = conn.execute(_LIST_ALL, params).fetchall()
+        else:
+            params["type"] = event_type
+            rows = conn.execute(_LIST_TYPE, params).fetchall()
+        epoch = self._epoch
+        return [
+            StoredEvent(seq, format_id(epoch, seq), event, data,
+                        None if uids is None else tuple(orjson.loads(uids)), created)
+            for seq, event, data, created, uids in rows
+        ]
+
+    async def first_seq(self) -> int:
+        return self._first_seq
+
+    async def last_seq(self) -> int:
+        return self._last_seq
