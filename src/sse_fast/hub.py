@@ -14,14 +14,17 @@ per delivered event fall when the load rises.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from ._core import HEARTBEAT, FanoutRing, encode_event
-from .errors import CursorLagging, SSEFastError
+from .errors import CursorLagging, EmptyPushError, InvalidEventIdError, SSEFastError
 from .event import Event, encode_body, validate_uids
 from .ids import EventId, format_id, new_epoch
 from .stores.base import NewEvent, Store
@@ -34,6 +37,10 @@ WRITE_ERROR = "write_error"
 
 SHUTDOWN_EVENT = "shutdown"
 """Event type of the last frame a subscriber gets when the server goes away."""
+
+RESET_EVENT = "reset"
+"""Event type sent before a replay that cannot start right after the client's
+``Last-Event-ID``; its data is ``{"reason": ..., "last_event_id": ...}``."""
 
 PushFailedCallback = Callable[[str, Event, str], Any]
 
@@ -75,6 +82,8 @@ class Subscriber:
     private: deque[tuple[int, bytes, Event, int]] = field(default_factory=deque)
     inflight_from: int = 0
     inflight_private: list[Event] = field(default_factory=list)
+    replaying: bool = False
+    lagged: bool = False
 
 
 @dataclass(slots=True)
@@ -87,6 +96,8 @@ class HubStats:
     dropped: int = 0
     slow_consumers: int = 0
     heartbeats: int = 0
+    replayed: int = 0
+    resets: int = 0
     failed_by_reason: dict[str, int] = field(
         default_factory=lambda: {OFFLINE: 0, SLOW_CONSUMER: 0, WRITE_ERROR: 0}
     )
@@ -116,6 +127,7 @@ class Hub:
         ring_frames: int = 4096,
         ring_bytes: int = 32 * 1024 * 1024,
         max_connections: int = 100_000,
+        replay_page: int = 100,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError("heartbeat: must be a positive number of seconds")
@@ -127,6 +139,7 @@ class Hub:
         self.stall_timeout = stall_timeout if stall_timeout is not None else 2 * heartbeat
         self.on_push_failed = on_push_failed
         self.max_connections = max_connections
+        self.replay_page = replay_page
         self.stats = HubStats()
         self._ring = FanoutRing(ring_frames, ring_bytes)
         self._recent: deque[tuple[Event, str | None]] = deque()
@@ -140,6 +153,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed_event: asyncio.Event | None = None
         self._started = False
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -158,13 +172,22 @@ class Hub:
         self._started = True
 
     async def close(self, reason: str = "server shutting down", retry_ms: int | None = 1000) -> None:
-        """Tell every subscriber the server is going away, end the streams, close the store."""
+        """Tell every subscriber the server is going away, end the streams, close the store.
+
+        Safe to call more than once (a server may call it on its stop signal
+        and again at lifespan shutdown).
+        """
+        if self._closing:
+            if self._closed_event is not None:
+                await self._closed_event.wait()
+            return
         self._closing = True
+        self._closed_event = asyncio.Event()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         goodbye = encode_event(
-            '{"reason":%s}' % encode_json_string(reason), SHUTDOWN_EVENT, None, retry_ms
+            f'{{"reason":{encode_json_string(reason)}}}', SHUTDOWN_EVENT, None, retry_ms
         )
         for sub in tuple(self._subs):
             self._flush_one(sub, force=True)
@@ -175,6 +198,11 @@ class Hub:
         if self.store is not None and self._started:
             await self.store.close()
         self._started = False
+        self._closed_event.set()
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     @property
     def closing(self) -> bool:
@@ -197,14 +225,21 @@ class Hub:
 
     # ----------------------------------------------------------- subscribers
 
-    def subscribe(self, uid: str, sink: SubscriberSink, *, event_type: str | None = None) -> Subscriber:
-        """Register a connection; it gets a heartbeat at once and live events from now on."""
+    def subscribe(
+        self, uid: str, sink: SubscriberSink, *, event_type: str | None = None, resume: bool = False
+    ) -> Subscriber:
+        """Register a connection; it gets a heartbeat at once and live events from now on.
+
+        With ``resume=True`` the transport will first stream :meth:`replay`;
+        live events wait (in the ring) until the replay is done.
+        """
         if self._closing:
             raise HubClosedError("the hub is shutting down")
         if len(self._subs) >= self.max_connections:
             raise HubFullError(f"max_connections ({self.max_connections}) reached")
         now = self._now()
         sub = Subscriber(uid, sink, event_type or None, self._ring.head, busy_since=now, last_write=now)
+        sub.replaying = resume
         self._subs[sub] = None
         self._by_uid.setdefault(uid, []).append(sub)
         sink.write(HEARTBEAT)
@@ -230,6 +265,71 @@ class Hub:
         sub.inflight_private = []
         self._drop(sub, close=True)
 
+    # ---------------------------------------------------------------- resend
+
+    async def replay(self, sub: Subscriber, last_event_id: str) -> AsyncIterator[bytes]:
+        """Stream what ``sub`` missed after ``last_event_id``, page by page, then go live.
+
+        The subscriber was registered with ``resume=True`` before the first
+        page is read, so every event is either in the store when a page is
+        read or fanned out to the ring after registration; live frames whose
+        sequence number was already replayed are skipped by the ring's
+        ``after_seq`` filter.  That is what leaves no gap and no duplicate at
+        the seam.  When the id cannot be resumed from (malformed, another
+        epoch, older than retention, or no store), a ``reset`` event comes
+        first, then everything retained.
+        """
+        try:
+            after, reason = await self._resume_point(last_event_id)
+            if reason is not None:
+                self.stats.resets += 1
+                yield encode_event(
+                    orjson.dumps({"reason": reason, "last_event_id": last_event_id}).decode(),
+                    RESET_EVENT,
+                )
+            store = self.store
+            while store is not None and self.resend and not sub.closed:
+                page = await store.list_after(
+                    sub.uid, after, event_type=sub.event_type, limit=self.replay_page
+                )
+                if sub.closed:
+                    return
+                if page:
+                    after = page[-1].seq
+                    sub.after_seq = after
+                    self.stats.replayed += len(page)
+                    sub.busy_since = self._now()
+                    yield b"".join([encode_event(e.data, e.event, e.id) for e in page])
+                    sub.busy_since = sub.last_write = self._now()
+                    if len(page) == self.replay_page:
+                        continue
+                if sub.lagged:
+                    # Live frames were evicted while we replayed: they are all
+                    # in the store, so read on from there and rejoin at the head.
+                    sub.lagged = False
+                    sub.cursor = self._ring.head
+                    continue
+                break
+            sub.after_seq = after
+        finally:
+            sub.replaying = False
+
+    async def _resume_point(self, last_event_id: str) -> tuple[int, str | None]:
+        """The sequence number to replay after, and why a reset is due (or None)."""
+        if not self.resend or self.store is None:
+            return self._seq, "no_history"
+        try:
+            parsed = EventId.parse(last_event_id)
+        except InvalidEventIdError:
+            return 0, "malformed_id"
+        if parsed.epoch != self._epoch:
+            return 0, "unknown_epoch"
+        if parsed.seq > self._seq:
+            return 0, "unknown_id"
+        if parsed.seq + 1 < await self.store.first_seq():
+            return parsed.seq, "expired"
+        return parsed.seq, None
+
     # ------------------------------------------------------------------ push
 
     async def push(
@@ -245,12 +345,12 @@ class Hub:
             raise HubClosedError("the hub is shutting down")
         batch = [events] if isinstance(events, Event) else list(events)
         if not batch:
-            raise SSEFastErrorEmpty()
+            raise EmptyPushError()
         targets = validate_uids(uids)
         prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
         if self.store is not None:
             stored = await self.store.save(
-                [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared)]
+                [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared, strict=False)]
             )
             seqs = [s.seq for s in stored]
             ids = [s.id for s in stored]
@@ -273,7 +373,7 @@ class Hub:
     ) -> None:
         ring = self._ring
         self.stats.events += len(batch)
-        for ev, (_, body), seq, event_id in zip(batch, prepared, seqs, ids):
+        for ev, (_, body), seq, event_id in zip(batch, prepared, seqs, ids, strict=False):
             wire_id = ev.id if ev.id is not None else event_id
             frame = b"id: " + wire_id.encode() + b"\n" + body
             stamped = Event(ev.event, ev.data, wire_id, raw=ev.raw)
@@ -292,7 +392,7 @@ class Hub:
                             continue
                         sub.private.append((ring.head, frame, stamped, seq))
                         if len(sub.private) > ring.max_frames:
-                            self._drop_slow(sub)
+                            self._fell_behind(sub)
                         else:
                             self._dirty[sub] = None
         self._schedule_flush()
@@ -323,7 +423,7 @@ class Hub:
             for sub in tuple(self._subs):
                 if sub.busy:
                     if sub.cursor < tail:
-                        self._drop_slow(sub)
+                        self._fell_behind(sub)
                 else:
                     self._flush_one(sub)
         elif self._dirty:
@@ -343,7 +443,7 @@ class Hub:
                     return
                 data, sub.cursor, count = ring.collect(start, -1, sub.event_type, sub.after_seq)
         except CursorLagging:
-            self._drop_slow(sub)
+            self._fell_behind(sub)
             return
         if not data:
             return
@@ -376,6 +476,18 @@ class Hub:
         return b"".join(parts), total + n
 
     # -------------------------------------------------------------- failures
+
+    def _fell_behind(self, sub: Subscriber) -> None:
+        """The ring no longer holds what ``sub`` needs next.
+
+        A replaying subscriber reads the store anyway, so it only notes the
+        lag and re-reads; any other is a slow consumer.
+        """
+        if sub.replaying:
+            sub.lagged = True
+            sub.private.clear()
+        else:
+            self._drop_slow(sub)
 
     def _drop_slow(self, sub: Subscriber) -> None:
         """Disconnect a subscriber that fell behind the ring; report what it missed."""
@@ -434,10 +546,8 @@ class Hub:
         self._dirty.pop(sub, None)
         subs = self._by_uid.get(sub.uid)
         if subs is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 subs.remove(sub)
-            except ValueError:
-                pass
             if not subs:
                 del self._by_uid[sub.uid]
         sub.private.clear()
@@ -491,27 +601,21 @@ class Hub:
             "dropped": s.dropped,
             "slow_consumers": s.slow_consumers,
             "heartbeats": s.heartbeats,
+            "replayed": s.replayed,
+            "resets": s.resets,
             "ring": {"frames": len(self._ring), "bytes": self._ring.nbytes,
                      "max_frames": self._ring.max_frames, "max_bytes": self._ring.max_bytes},
             "last_id": format_id(self._epoch, self._seq) if self._seq else None,
         }
 
 
-class SSEFastErrorEmpty(SSEFastError, ValueError):
-    """A push with no events."""
-
-    def __init__(self) -> None:
-        super().__init__("events: must contain at least one event")
-
-
 def encode_json_string(text: str) -> str:
-    import orjson
-
     return orjson.dumps(text).decode()
 
 
 __all__ = [
     "OFFLINE",
+    "RESET_EVENT",
     "SHUTDOWN_EVENT",
     "SLOW_CONSUMER",
     "WRITE_ERROR",

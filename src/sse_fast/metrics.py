@@ -1,0 +1,35 @@
+"""Prometheus text exposition of the hub's figures (``GET /metrics``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# name, type, help, key in Hub.snapshot()
+_SERIES = (
+    ("sse_fast_connections", "gauge", "Open subscriber connections.", "connections"),
+    ("sse_fast_users", "gauge", "Distinct users with at least one connection.", "users"),
+    ("sse_fast_events_total", "counter", "Events accepted for delivery.", "events"),
+    ("sse_fast_deliveries_total", "counter", "Events written to a subscriber connection.", "deliveries"),
+    ("sse_fast_dropped_total", "counter", "Events a slow consumer missed when it was dropped.", "dropped"),
+    ("sse_fast_slow_consumers_total", "counter", "Subscribers dropped for falling behind.", "slow_consumers"),
+    ("sse_fast_heartbeats_total", "counter", "Heartbeat comments written.", "heartbeats"),
+    ("sse_fast_replayed_total", "counter", "Events resent from the store on reconnect.", "replayed"),
+    ("sse_fast_resets_total", "counter", "Reset events sent for ids that could not be resumed.", "resets"),
+)
+
+
+def render_metrics(snapshot: Mapping[str, Any]) -> str:
+    """Render :meth:`Hub.snapshot` in the Prometheus text format (version 0.0.4)."""
+    lines: list[str] = []
+    for name, kind, help_text, key in _SERIES:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {snapshot.get(key, 0)}"]
+    name = "sse_fast_push_failures_total"
+    lines += [f"# HELP {name} User x event pairs that could not be delivered live.", f"# TYPE {name} counter"]
+    for reason, count in sorted(snapshot.get("failed_by_reason", {}).items()):
+        lines.append(f'{name}{{reason="{reason}"}} {count}')
+    ring = snapshot.get("ring", {})
+    for key, help_text in (("frames", "Frames held in the fan-out ring."), ("bytes", "Bytes held in it.")):
+        name = f"sse_fast_ring_{key}"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {ring.get(key, 0)}"]
+    return "\n".join(lines) + "\n"

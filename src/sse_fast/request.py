@@ -1,0 +1,51 @@
+"""A transport-neutral view of an HTTP request: method, path, query, headers.
+
+The routes (subscribe, push, stats) read requests through this small class so
+that any transport can serve them: the ASGI app builds one from its scope, a
+native engine can build one from its own parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+
+class Request:
+    """Method, path, query and headers of one request (header names lower-case bytes)."""
+
+    __slots__ = ("_query", "_query_string", "headers", "method", "path")
+
+    def __init__(
+        self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self._query_string = query_string
+        self._query: dict[str, list[str]] | None = None
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> Request:
+        """From an ASGI scope; a mount's ``root_path`` is cut off the path."""
+        path = str(scope.get("path", "/"))
+        root = str(scope.get("root_path", "") or "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in scope.get("headers") or ()]
+        return cls(str(scope.get("method", "GET")), path, bytes(scope.get("query_string", b"")), headers)
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of header ``name`` (lower-case), decoded as Latin-1."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def query(self, name: str) -> str | None:
+        """The first value of query parameter ``name``."""
+        if self._query is None:
+            self._query = parse_qs(self._query_string.decode("latin-1"), keep_blank_values=True)
+        values = self._query.get(name)
+        return values[0] if values else None
