@@ -109,7 +109,8 @@ class Store(Protocol):
     @property
     def epoch(self) -> str:
         """The token that names this store's history (stable across restarts;
-        a new one when the data is wiped).  Valid once :meth:`open` returned."""
+        a new one when the data is wiped).  Durable stores read it in :meth:`open`
+        and return ``""`` before."""
         ...
 
     @property

@@ -207,8 +207,6 @@ class RedisStore:
 
     @property
     def epoch(self) -> str:
-        if not self._epoch:
-            raise StoreClosedError("RedisStore: epoch is known once open() returned")
         return self._epoch
 
     @property

@@ -169,8 +169,6 @@ class SQLiteStore:
 
     @property
     def epoch(self) -> str:
-        if not self._epoch:
-            raise StoreClosedError("SQLiteStore: epoch is known once open() returned")
         return self._epoch
 
     @property

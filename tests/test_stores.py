@@ -1,0 +1,588 @@
+"""Contract tests for the stores: one suite, run against memory, SQLite and Redis.
+
+Redis tests use db 15 (flushed before each test) and a key prefix of their own;
+when Redis is unreachable they fail if ``CI`` is set and are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from sse_fast.ids import EventId
+from sse_fast.stores import (
+    MemoryStore,
+    NewEvent,
+    RedisStore,
+    Retention,
+    SQLiteStore,
+    Store,
+    StoreClosedError,
+    StoredEvent,
+    open_store,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Each test runs its coroutine in a fresh loop (no pytest-asyncio needed)."""
+
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+class FakeClock:
+    """Wall clock the test moves by hand, for age retention without sleeping."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {REDIS_URL} unreachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@dataclass
+class Backend:
+    """Makes stores that share one location, so a test can close, reopen and wipe."""
+
+    name: str
+    make: Callable[..., Store]
+    wipe: Callable[[], None]
+    durable: bool
+    made: list[Store] = field(default_factory=list)
+
+    def new(self, **kwargs: Any) -> Store:
+        store = self.make(**kwargs)
+        self.made.append(store)
+        return store
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "memory":
+        yield Backend("memory", lambda **kw: MemoryStore(**kw), lambda: None, durable=False)
+    elif request.param == "sqlite":
+        path = tmp_path / "events.db"
+
+        def wipe_sqlite() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+        yield Backend("sqlite", lambda **kw: SQLiteStore(path, **kw), wipe_sqlite, durable=True)
+    else:
+        url = request.getfixturevalue("redis_url")
+        admin = redis.Redis.from_url(url)
+        admin.flushdb()
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        try:
+            yield Backend(
+                "redis", lambda **kw: RedisStore(url, key_prefix=prefix, **kw), admin.flushdb, durable=True
+            )
+        finally:
+            admin.flushdb()
+            admin.close()
+
+
+S = TypeVar("S", bound=Store)
+
+
+async def opened(store: S) -> S:
+    await store.open()
+    return store
+
+
+def ev(n: int | str, uids: tuple[str, ...] | None = None, event: str = "note") -> NewEvent:
+    return NewEvent(event, f'{{"n":{n}}}' if isinstance(n, int) else n, uids)
+
+
+async def everything(store: Store, uid: str, after: int = 0, **kw: Any) -> list[StoredEvent]:
+    """All events ``uid`` may see after ``after``, read page by page."""
+    out: list[StoredEvent] = []
+    while True:
+        page = await store.list_after(uid, after, **kw)
+        out.extend(page)
+        if len(page) < kw.get("limit", 100):
+            return out
+        after = page[-1].seq
+
+
+# ------------------------------------------------------------------ ids
+
+
+def test_ids_are_epoch_dash_seq_and_strictly_increasing(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        assert await store.last_seq() == 0
+        assert await store.first_seq() == 1
+        saved: list[StoredEvent] = []
+        for size in (1, 3, 1, 10):
+            batch = await store.save([ev(i) for i in range(size)])
+            assert len(batch) == size
+            saved += batch
+        assert [s.seq for s in saved] == list(range(1, 16))
+        for s in saved:
+            assert EventId.parse(s.id) == (store.epoch, s.seq)
+            assert s.id == f"{store.epoch}-{s.seq}"
+        assert await store.last_seq() == 15
+        assert await store.first_seq() == 1
+        await store.close()
+
+    run(body())
+
+
+def test_saved_event_round_trips(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        data = '{"text":"héllo, wörld \\n","x":[1,2]}'
+        [saved] = await store.save([NewEvent("chat.message", data, ("ä,b", "c\nd"))])
+        [listed] = await store.list_after("c\nd", 0)
+        assert listed == saved
+        assert listed.uids == ("ä,b", "c\nd") and listed.data == data and listed.event == "chat.message"
+        assert await store.list_after("ä", 0) == []
+        await store.close()
+
+    run(body())
+
+
+def test_concurrent_saves_complete_fifo(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        completed: list[int] = []
+
+        async def save(i: int) -> list[StoredEvent]:
+            result = await store.save([ev(i)] * (1 + i % 3))
+            completed.append(i)
+            return result
+
+        results = await asyncio.gather(*(save(i) for i in range(300)))
+        assert completed == list(range(300))
+        seqs = [s.seq for batch in results for s in batch]
+        assert seqs == list(range(1, len(seqs) + 1))
+        await store.close()
+
+    run(body())
+
+
+def test_group_commit(backend: Backend) -> None:
+    """Many concurrent single-event saves share one commit (SQLite) / one script call (Redis)."""
+    if backend.name == "memory":
+        pytest.skip("MemoryStore does no I/O: nothing to group")
+
+    async def body() -> None:
+        store = await opened(backend.new())
+        before = store.commits  # type: ignore[attr-defined]
+        tasks = [asyncio.ensure_future(store.save([ev(i)])) for i in range(200)]
+        if isinstance(store, SQLiteStore):
+            # hold the writer between transactions so that every save is queued first
+            with store._commit_gate:
+                await asyncio.sleep(0)
+                assert store._queue.qsize() >= 199
+        results = await asyncio.gather(*tasks)
+        assert [b[0].seq for b in results] == list(range(1, 201))
+        assert store.commits - before == 1  # type: ignore[attr-defined]
+        await store.close()
+
+    run(body())
+
+
+# ------------------------------------------------------------ filtering
+
+
+def test_recipient_filter(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        await store.save([
+            ev("to-a", ("a",)),
+            ev("all"),
+            ev("to-b", ("b",)),
+            ev("to-a-and-b", ("a", "b")),
+            ev("to-c", ("c",)),
+        ])
+        seen_a = [e.data for e in await store.list_after("a", 0)]
+        seen_b = [e.data for e in await store.list_after("b", 0)]
+        seen_z = [e.data for e in await store.list_after("z", 0)]
+        assert seen_a == ["to-a", "all", "to-a-and-b"]
+        assert seen_b == ["all", "to-b", "to-a-and-b"]
+        assert seen_z == ["all"]
+        broadcast = (await store.list_after("z", 0))[0]
+        assert broadcast.uids is None
+        assert [e.data for e in await store.list_after("a", 2)] == ["to-a-and-b"]
+        await store.close()
+
+    run(body())
+
+
+def test_event_type_filter(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        await store.save([
+            ev(1, ("a",), "order"),
+            ev(2, None, "order"),
+            ev(3, ("a",), "chat"),
+            ev(4, None, "chat"),
+            ev(5, ("b",), "order"),
+        ])
+        orders = await store.list_after("a", 0, event_type="order")
+        assert [e.data for e in orders] == ['{"n":1}', '{"n":2}']
+        chats = await store.list_after("a", 0, event_type="chat")
+        assert [e.data for e in chats] == ['{"n":3}', '{"n":4}']
+        assert await store.list_after("a", 0, event_type="nothing") == []
+        await store.close()
+
+    run(body())
+
+
+def test_paging(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        events = []
+        for i in range(260):
+            uids = None if i % 3 == 0 else ("a",) if i % 3 == 1 else ("b",)
+            events.append(ev(i, uids, "tick" if i % 2 else "tock"))
+        saved = await store.save(events)
+        expected = [s for s in saved if s.uids is None or "a" in s.uids]
+        pages: list[list[StoredEvent]] = []
+        after = 0
+        while True:
+            page = await store.list_after("a", after, limit=7)
+            assert len(page) <= 7
+            if not page:
+                break
+            pages.append(page)
+            after = page[-1].seq
+        assert all(len(p) == 7 for p in pages[:-1])
+        assert [e for p in pages for e in p] == expected
+        assert await everything(store, "a", limit=1) == expected
+        ticks = [s for s in expected if s.event == "tick"]
+        assert await everything(store, "a", event_type="tick", limit=5) == ticks
+        assert await store.list_after("a", saved[-1].seq) == []
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_after("a", 0, limit=0)
+        await store.close()
+
+    run(body())
+
+
+# ------------------------------------------------------------ retention
+
+
+def test_retention_by_count(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new(max_events=50))
+        for start in range(0, 1000, 10):
+            await store.save([ev(i, ("a",) if i % 2 else None) for i in range(start, start + 10)])
+        first, last = await store.first_seq(), await store.last_seq()
+        assert last == 1000
+        if backend.name == "redis":
+            # MAXLEN ~ trims whole stream nodes (100 entries by default): at least 50 kept
+            assert 1 < first <= 951
+            assert last - first + 1 <= 50 + 200
+        else:
+            assert first == 951
+        kept = await everything(store, "a", limit=1000)
+        assert [e.seq for e in kept] == list(range(first, last + 1))
+        assert await everything(store, "b", limit=1000) == [e for e in kept if e.uids is None]
+        await store.close()
+
+    run(body())
+
+
+def test_retention_by_age(backend: Backend) -> None:
+    async def body() -> None:
+        clock = FakeClock()
+        store = await opened(backend.new(max_events=None, max_age=60, clock=clock))
+        await store.save([ev(i, ("a",)) for i in range(5)])  # seqs 1-5
+        clock.now += 30
+        await store.save([ev(i) for i in range(5, 10)])  # seqs 6-10
+        assert await store.first_seq() == 1
+        clock.now += 40  # the first five are 70 s old, the next five 40 s
+        await store.save([ev(10, ("a",))])
+        assert await store.first_seq() == 6
+        assert [e.seq for e in await store.list_after("a", 0)] == list(range(6, 12))
+        clock.now += 1000  # everything but what is saved now expires
+        await store.save([ev(11)])
+        assert await store.first_seq() == 12
+        assert [e.seq for e in await store.list_after("a", 0)] == [12]
+        assert await store.last_seq() == 12
+        await store.close()
+
+    run(body())
+
+
+def test_retention_validates() -> None:
+    with pytest.raises(ValueError, match="max_events"):
+        Retention(max_events=0)
+    with pytest.raises(ValueError, match="max_age"):
+        Retention(max_age=-1)
+    assert Retention(10).first_kept_seq(25) == 16
+    assert Retention(10).first_kept_seq(3) == 1
+
+
+# ------------------------------------------------------------ epoch & life
+
+
+def test_epoch_stable_across_close_and_reopen(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        epoch = store.epoch
+        first = await store.save([ev(1, ("a",)), ev(2)])
+        await store.close()
+        if backend.durable:
+            store = backend.new()
+        await store.open()
+        assert store.epoch == epoch
+        assert await store.last_seq() == 2
+        assert await store.list_after("a", 0) == first
+        [third] = await store.save([ev(3)])
+        assert third.id == f"{epoch}-3"
+        await store.close()
+
+    run(body())
+
+
+def test_new_epoch_after_wipe(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        epoch = store.epoch
+        await store.save([ev(1), ev(2)])
+        await store.close()
+        backend.wipe()
+        store = await opened(backend.new())
+        assert store.epoch != epoch
+        assert await store.last_seq() == 0
+        assert await store.first_seq() == 1
+        assert await store.list_after("a", 0) == []
+        [again] = await store.save([ev(1)])
+        assert again.id == f"{store.epoch}-1"
+        await store.close()
+
+    run(body())
+
+
+def test_save_needs_open_store(backend: Backend) -> None:
+    async def body() -> None:
+        store = backend.new()
+        with pytest.raises(StoreClosedError):
+            await store.save([ev(1)])
+        await store.open()
+        await store.save([ev(1)])
+        await store.close()
+        with pytest.raises(StoreClosedError):
+            await store.save([ev(2)])
+
+    run(body())
+
+
+def test_close_commits_queued_saves(backend: Backend) -> None:
+    async def body() -> None:
+        store = await opened(backend.new())
+        tasks = [asyncio.ensure_future(store.save([ev(i)])) for i in range(50)]
+        await asyncio.sleep(0)  # all queued
+        await store.close()
+        assert [t.result()[0].seq for t in tasks] == list(range(1, 51))
+
+    run(body())
+
+
+# ------------------------------------------------------------ SQLite specifics
+
+CHILD = r"""
+import asyncio, sys
+from sse_fast.stores.base import NewEvent
+from sse_fast.stores.sqlite import SQLiteStore
+
+async def main():
+    store = SQLiteStore(sys.argv[1], synchronous=sys.argv[2])
+    await store.open()
+    print("ready", flush=True)
+
+    async def one(i):
+        [saved] = await store.save([NewEvent("n", str(i), ("u",) if i % 2 else None)])
+        print(saved.id, flush=True)
+
+    i = 0
+    while True:
+        await asyncio.gather(*(one(i + k) for k in range(8)))
+        i += 8
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_sqlite_saved_events_survive_sigkill(tmp_path: Path, synchronous: str) -> None:
+    """Every id the child printed (its save had returned) is there after kill -9."""
+    path = tmp_path / "events.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), synchronous],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    printed: list[str] = []
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        while len(printed) < 300:
+            line = proc.stdout.readline()
+            assert line, f"child died: {proc.stderr.read() if proc.stderr else ''}"
+            printed.append(line.strip())
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        rest, _ = proc.communicate()
+    printed += [line for line in rest.splitlines() if line.strip()]
+    assert proc.returncode == -signal.SIGKILL
+
+    async def body() -> None:
+        store = await opened(SQLiteStore(path))
+        stored = {e.id for e in await everything(store, "u", limit=1000)}
+        assert set(printed) <= stored
+        assert await store.last_seq() >= max(EventId.parse(i).seq for i in printed)
+        await store.close()
+
+    run(body())
+
+
+def test_sqlite_last_seq_survives_pruning_everything(tmp_path: Path) -> None:
+    """Seqs are never reused, even when retention removed every row before a restart."""
+
+    async def body() -> None:
+        clock = FakeClock()
+        store = await opened(SQLiteStore(tmp_path / "e.db", max_age=10, clock=clock))
+        await store.save([ev(1), ev(2)])
+        clock.now += 100
+        await store.close()
+        store = await opened(SQLiteStore(tmp_path / "e.db", max_age=10, clock=clock))
+        assert await store.first_seq() == 3  # retention applied at open
+        assert await store.last_seq() == 2
+        [next_one] = await store.save([ev(3)])
+        assert next_one.seq == 3
+        await store.close()
+
+    run(body())
+
+
+# ------------------------------------------------------------ Redis specifics
+
+
+@pytest.mark.redis
+def test_redis_entries_are_self_contained(redis_url: str) -> None:
+    """Another process fanning out from the stream finds everything in the entry."""
+
+    async def body() -> None:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        store = await opened(RedisStore(redis_url, key_prefix=prefix))
+        await store._redis.flushdb()
+        await store.close()
+        store = await opened(RedisStore(redis_url, key_prefix=prefix))
+        saved = await store.save([ev(1, ("a", "b"), "order"), ev(2)])
+        entries = await store._redis.xrange("{" + prefix + "}:stream")
+        assert [entry_id for entry_id, _ in entries] == [f"{s.seq}-0" for s in saved]
+        unicast, broadcast = (fields for _, fields in entries)
+        assert unicast == {"t": repr(saved[0].created), "e": "order", "d": '{"n":1}', "u": '["a","b"]'}
+        assert "u" not in broadcast
+        assert await store._redis.get("{" + prefix + "}:epoch") == store.epoch
+        await store.close()
+
+    run(body())
+
+
+@pytest.mark.redis
+def test_redis_two_writers_share_one_strictly_ordered_history(redis_url: str) -> None:
+    """Two stores on the same keys (as two processes would be) never reuse or reorder seqs."""
+
+    async def body() -> None:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        one = await opened(RedisStore(redis_url, key_prefix=prefix))
+        two = await opened(RedisStore(redis_url, key_prefix=prefix))
+        assert one.epoch == two.epoch
+
+        async def pushes(store: RedisStore, tag: str) -> list[int]:
+            seqs: list[int] = []
+            for i in range(100):
+                saved = await store.save([ev(f"{tag}{i}"), ev(f"{tag}{i}+")])
+                seqs += [s.seq for s in saved]
+            return seqs
+
+        a, b = await asyncio.gather(pushes(one, "a"), pushes(two, "b"))
+        assert a == sorted(a) and b == sorted(b)
+        assert sorted(a + b) == list(range(1, 401))
+        merged = await everything(one, "anyone", limit=1000)
+        assert [e.seq for e in merged] == list(range(1, 401))
+        await one.close()
+        await two.close()
+
+    run(body())
+
+
+# ------------------------------------------------------------ open_store
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    memory = open_store("memory://?max_events=5")
+    assert isinstance(memory, MemoryStore) and memory.retention == Retention(5, None)
+    assert isinstance(open_store("memory://"), MemoryStore)
+    rel = open_store("sqlite:///data/events.db?max_age=3600&synchronous=normal")
+    assert isinstance(rel, SQLiteStore)
+    assert rel.path == "data/events.db" and rel.synchronous == "NORMAL"
+    assert rel.retention.max_age == 3600
+    absolute = open_store(f"sqlite:///{tmp_path}/e.db?max_events=none")
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == f"{tmp_path}/e.db" and absolute.retention.max_events is None
+    red = open_store("redis://127.0.0.1:6379/15?prefix=app&max_events=1000")
+    assert isinstance(red, RedisStore)
+    assert red.stream_key == "{app}:stream" and red.retention.max_events == 1000
+    assert isinstance(red, Store)
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("events.db", "must be a URL"),
+        ("ftp://host/x", "unknown scheme"),
+        ("sqlite://", "needs a file path"),
+        ("sqlite://host/x.db", "three slashes"),
+        ("sqlite:///x.db?synchronous=OFF", "synchronous"),
+        ("memory://?max_events=-1", "max_events"),
+        ("memory://?max_age=soon", "max_age"),
+        ("memory://?colour=red", "unknown query parameter"),
+        ("memory://somewhere", "no host"),
+        ("redis://", "needs a host"),
+        ("redis://localhost:99999/0", "port"),
+        ("redis://localhost/zero", "database number"),
+        ("redis://localhost/0?prefix=", "prefix"),
+    ],
+)
+def test_open_store_rejects_bad_urls(url: str, rule: str) -> None:
+    with pytest.raises(ValueError, match=rule) as info:
+        open_store(url)
+    assert str(info.value).startswith("store: ")
