@@ -105,9 +105,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         admin = redis.Redis.from_url(url)
         admin.flushdb()
         prefix = f"test-{uuid.uuid4().hex[:8]}"
+
+        def wipe_redis() -> None:
+            admin.flushdb()
+
         try:
             yield Backend(
-                "redis", lambda **kw: RedisStore(url, key_prefix=prefix, **kw), admin.flushdb, durable=True
+                "redis", lambda **kw: RedisStore(url, key_prefix=prefix, **kw), wipe_redis, durable=True
             )
         finally:
             admin.flushdb()
@@ -506,10 +510,11 @@ def test_redis_entries_are_self_contained(redis_url: str) -> None:
         store = await opened(RedisStore(redis_url, key_prefix=prefix))
         saved = await store.save([ev(1, ("a", "b"), "order"), ev(2)])
         entries = await store._redis.xrange("{" + prefix + "}:stream")
+        assert entries is not None
         assert [entry_id for entry_id, _ in entries] == [f"{s.seq}-0" for s in saved]
         unicast, broadcast = (fields for _, fields in entries)
         assert unicast == {"t": repr(saved[0].created), "e": "order", "d": '{"n":1}', "u": '["a","b"]'}
-        assert "u" not in broadcast
+        assert broadcast is not None and "u" not in broadcast
         assert await store._redis.get("{" + prefix + "}:epoch") == store.epoch
         await store.close()
 
