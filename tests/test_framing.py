@@ -172,6 +172,24 @@ def test_retry_accepts_large_ints_and_int_subclasses() -> None:
     assert encode_event("d", retry=Millis(5)) == b"retry: 5\ndata: d\n\n"
 
 
+def test_retry_int_subclass_cannot_inject_through_its_str() -> None:
+    class Sneaky(int):
+        def __str__(self) -> str:
+            return "1\ndata: injected"
+
+        __repr__ = __str__
+
+    assert encode_event("d", retry=Sneaky(3)) == b"retry: 3\ndata: d\n\n"
+
+
+def test_str_subclasses_are_framed_by_their_text() -> None:
+    class Text(str):
+        pass
+
+    assert encode_event(Text("d"), Text("e"), Text("1")) == b"id: 1\nevent: e\ndata: d\n\n"
+    assert encode_comment(Text("c")) == b": c\n\n"
+
+
 def test_encode_comment() -> None:
     assert encode_comment("keep-alive") == b": keep-alive\n\n"
     assert encode_comment("") == b": \n\n"

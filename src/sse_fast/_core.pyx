@@ -8,7 +8,7 @@ on top of these three pieces.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy
 
@@ -35,18 +35,20 @@ cdef inline bint _has_line_break_or_nul(const char* s, Py_ssize_t n) noexcept:
     return False
 
 
-cdef bytes _utf8(object value, str field):
+cdef const char* _utf8(object value, str field, Py_ssize_t* size) except NULL:
+    # The str's own UTF-8 buffer (the characters themselves for ASCII text), not a
+    # copy: framing then allocates nothing but the frame.
     if not isinstance(value, str):
         raise InvalidEventError(field, f"must be a string, not {type(value).__name__}")
     try:
-        return PyUnicode_AsUTF8String(value)
+        return PyUnicode_AsUTF8AndSize(value, size)
     except UnicodeEncodeError:
         raise InvalidEventError(field, "is not encodable as UTF-8 (lone surrogate)") from None
 
 
-cdef bytes _single_line_field(object value, str field):
-    cdef bytes raw = _utf8(value, field)
-    if _has_line_break_or_nul(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw)):
+cdef const char* _single_line_field(object value, str field, Py_ssize_t* size) except NULL:
+    cdef const char* raw = _utf8(value, field, size)
+    if _has_line_break_or_nul(raw, size[0]):
         raise InvalidEventError(field, "must not contain CR, LF or NUL")
     return raw
 
@@ -62,24 +64,25 @@ def encode_event(data, event=None, id=None, retry=None):
     naming the field.  ``event`` empty or ``None`` leaves the line out (the
     client's default type ``message``); ``id=None`` leaves the id line out.
     """
-    cdef bytes raw_data = _utf8(data, "data")
-    cdef bytes raw_event = None
-    cdef bytes raw_id = None
+    cdef Py_ssize_t dn = 0, en = -1, idn = -1
+    cdef const char* d = _utf8(data, "data", &dn)
+    cdef const char* e = NULL
+    cdef const char* ident = NULL
     cdef bytes raw_retry = None
     if event is not None and event != "":
-        raw_event = _single_line_field(event, "event")
+        e = _single_line_field(event, "event", &en)
     if id is not None:
-        raw_id = _single_line_field(id, "id")
+        ident = _single_line_field(id, "id", &idn)
     if retry is not None:
         if type(retry) is bool or not isinstance(retry, int) or retry < 0:
             raise InvalidEventError("retry", "must be a non-negative integer (milliseconds)")
-        raw_retry = str(retry).encode("ascii")
-    return _frame(raw_data, raw_event, raw_id, raw_retry)
+        raw_retry = str(int(retry)).encode("ascii")
+    return _frame(d, dn, e, en, ident, idn, raw_retry)
 
 
-cdef bytes _frame(bytes raw_data, bytes raw_event, bytes raw_id, bytes raw_retry):
-    cdef const char* d = PyBytes_AS_STRING(raw_data)
-    cdef Py_ssize_t dn = PyBytes_GET_SIZE(raw_data)
+cdef bytes _frame(const char* d, Py_ssize_t dn, const char* e, Py_ssize_t en,
+                  const char* ident, Py_ssize_t idn, bytes raw_retry):
+    # ``e`` and ``ident`` are NULL when the field is left out.
     cdef Py_ssize_t i, lines = 1, break_bytes = 0, size, start
     cdef char c
     # Count the data lines and the bytes of their line breaks.
@@ -100,19 +103,19 @@ cdef bytes _frame(bytes raw_data, bytes raw_event, bytes raw_id, bytes raw_retry
     size = dn - break_bytes + lines * 7 + 1          # "data: " + line + "\n" ... + "\n"
     if raw_retry is not None:
         size += 8 + PyBytes_GET_SIZE(raw_retry)     # "retry: " N "\n"
-    if raw_id is not None:
-        size += 5 + PyBytes_GET_SIZE(raw_id)        # "id: " id "\n"
-    if raw_event is not None:
-        size += 8 + PyBytes_GET_SIZE(raw_event)     # "event: " type "\n"
+    if ident != NULL:
+        size += 5 + idn                             # "id: " id "\n"
+    if e != NULL:
+        size += 8 + en                              # "event: " type "\n"
 
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     cdef char* w = PyBytes_AS_STRING(out)
     if raw_retry is not None:
-        w = _put_field(w, b"retry: ", 7, raw_retry)
-    if raw_id is not None:
-        w = _put_field(w, b"id: ", 4, raw_id)
-    if raw_event is not None:
-        w = _put_field(w, b"event: ", 7, raw_event)
+        w = _put_field(w, b"retry: ", 7, PyBytes_AS_STRING(raw_retry), PyBytes_GET_SIZE(raw_retry))
+    if ident != NULL:
+        w = _put_field(w, b"id: ", 4, ident, idn)
+    if e != NULL:
+        w = _put_field(w, b"event: ", 7, e, en)
     start = 0
     i = 0
     while True:
@@ -133,11 +136,11 @@ cdef bytes _frame(bytes raw_data, bytes raw_event, bytes raw_id, bytes raw_retry
     return out
 
 
-cdef inline char* _put_field(char* w, const char* name, Py_ssize_t name_len, bytes value) noexcept:
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+cdef inline char* _put_field(char* w, const char* name, Py_ssize_t name_len,
+                             const char* value, Py_ssize_t n) noexcept:
     memcpy(w, name, name_len)
     w += name_len
-    memcpy(w, PyBytes_AS_STRING(value), n)
+    memcpy(w, value, n)
     w += n
     w[0] = b'\n'
     return w + 1
@@ -145,8 +148,14 @@ cdef inline char* _put_field(char* w, const char* name, Py_ssize_t name_len, byt
 
 def encode_comment(text):
     """Frame a comment (``: text\\n\\n``); clients ignore it, proxies see traffic."""
-    cdef bytes raw = _single_line_field(text, "comment")
-    return b": " + raw + b"\n\n"
+    cdef Py_ssize_t n = 0
+    cdef const char* raw = _single_line_field(text, "comment", &n)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n + 4)
+    cdef char* w = PyBytes_AS_STRING(out)
+    memcpy(w, b": ", 2)
+    memcpy(w + 2, raw, n)
+    memcpy(w + 2 + n, b"\n\n", 2)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -202,8 +211,10 @@ cdef class EventParser:
     cdef bytearray _partial          # bytes of an unterminated line
     cdef bint _bom_checked
     cdef bint _skip_lf               # previous chunk ended with CR
-    cdef list _data_lines            # raw data values of the current block
-    cdef bytes _event_type           # raw value of the last event: field, or None
+    cdef list _data_lines            # decoded data values of the current block
+    cdef str _event_type             # value of the last event: field, or None
+    cdef bytes _type_raw             # the last event type decoded, and its text:
+    cdef str _type_text              # streams repeat a few types, decode each once
     cdef str _id_buffer              # "last event ID buffer"
     cdef str _last_event_id          # "last event ID string", set at dispatch
     cdef object _block_retry
@@ -217,6 +228,8 @@ cdef class EventParser:
         self._skip_lf = False
         self._data_lines = []
         self._event_type = None
+        self._type_raw = None
+        self._type_text = None
         self._id_buffer = last_event_id
         self._last_event_id = last_event_id
         self._block_retry = None
@@ -232,9 +245,9 @@ cdef class EventParser:
     def feed(self, data):
         """Parse a chunk; return the events it completed (possibly none)."""
         cdef bytes chunk = data if type(data) is bytes else bytes(data)
-        cdef Py_ssize_t n, i, start
+        cdef Py_ssize_t n, i, end, next_lf = -1, next_cr = -1
         cdef const char* p
-        cdef char c
+        cdef const char* q
         if not self._bom_checked:
             if self._partial:
                 chunk = bytes(self._partial) + chunk
@@ -252,27 +265,33 @@ cdef class EventParser:
             self._skip_lf = False
             if p[0] == b'\n':
                 i = 1
-        start = i
         while i < n:
-            c = p[i]
-            if c == b'\n' or c == b'\r':
-                if self._partial:
-                    self._partial += p[start:i]
-                    self._line_from_partial()
-                else:
-                    self._line(p + start, i - start)
-                if c == b'\r':
-                    if i + 1 < n:
-                        if p[i + 1] == b'\n':
-                            i += 1
-                    else:
-                        self._skip_lf = True
-                i += 1
-                start = i
+            # The line ends at the next LF or CR.  Each memchr result is kept until
+            # passed, so a chunk is scanned at most once for each (even with lines
+            # that all end in a lone CR).
+            if next_lf < i:
+                q = <const char*>memchr(p + i, b'\n', n - i)
+                next_lf = q - p if q != NULL else n
+            if next_cr < i:
+                q = <const char*>memchr(p + i, b'\r', n - i)
+                next_cr = q - p if q != NULL else n
+            end = next_lf if next_lf < next_cr else next_cr
+            if end == n:
+                break
+            if self._partial:
+                self._partial += p[i:end]
+                self._line_from_partial()
             else:
-                i += 1
-        if start < n:
-            self._partial += p[start:n]
+                self._line(p + i, end - i)
+            if p[end] == b'\r':
+                if end + 1 < n:
+                    if p[end + 1] == b'\n':
+                        end += 1
+                else:
+                    self._skip_lf = True
+            i = end + 1
+        if i < n:
+            self._partial += p[i:n]
         if not self._out:
             return []
         out = self._out
@@ -307,9 +326,15 @@ cdef class EventParser:
             v = s + n
             vlen = 0
         if flen == 4 and memcmp(s, b"data", 4) == 0:
-            self._data_lines.append(PyBytes_FromStringAndSize(v, vlen))
+            # Decoding line by line gives what decoding the joined lines would:
+            # the LF between them is ASCII, so no UTF-8 sequence spans it.
+            self._data_lines.append(PyUnicode_DecodeUTF8(v, vlen, "replace"))
         elif flen == 5 and memcmp(s, b"event", 5) == 0:
-            self._event_type = PyBytes_FromStringAndSize(v, vlen)
+            if (self._type_raw is None or PyBytes_GET_SIZE(self._type_raw) != vlen
+                    or memcmp(PyBytes_AS_STRING(self._type_raw), v, vlen) != 0):
+                self._type_raw = PyBytes_FromStringAndSize(v, vlen)
+                self._type_text = PyUnicode_DecodeUTF8(v, vlen, "replace")
+            self._event_type = self._type_text
         elif flen == 2 and memcmp(s, b"id", 2) == 0:
             if memchr(v, 0, vlen) == NULL:
                 self._id_buffer = PyUnicode_DecodeUTF8(v, vlen, "replace")
@@ -325,21 +350,15 @@ cdef class EventParser:
 
     cdef int _dispatch(self) except -1:
         cdef ServerSentEvent ev
-        cdef bytes raw
         cdef list lines = self._data_lines
         self._last_event_id = self._id_buffer
         if not lines:
             self._event_type = None
             self._block_retry = None
             return 0
-        raw = lines[0] if len(lines) == 1 else b"\n".join(lines)
         ev = ServerSentEvent.__new__(ServerSentEvent)
-        ev.data = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), "replace")
-        if self._event_type:
-            ev.event = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(self._event_type),
-                                            PyBytes_GET_SIZE(self._event_type), "replace")
-        else:
-            ev.event = "message"
+        ev.data = lines[0] if len(lines) == 1 else "\n".join(lines)
+        ev.event = self._event_type if self._event_type else "message"
         ev.id = self._last_event_id
         ev.retry = self._block_retry
         self._out.append(ev)
@@ -465,7 +484,7 @@ cdef class FanoutRing:
         """Like :meth:`take`, and also count the frames joined: ``(bytes, cursor, count)``."""
         cdef long long end = self._head if until < 0 or until > self._head else until
         cdef long long pos
-        cdef Py_ssize_t slot, total = 0, count = 0
+        cdef Py_ssize_t slot, first_slot, total = 0, count = 0
         cdef object first = None
         cdef bytes frame, out
         cdef char* w
@@ -474,30 +493,38 @@ cdef class FanoutRing:
             raise CursorLagging(cursor, self._tail)
         if cursor >= end:
             return (b"", cursor, 0)
-        # First pass: size of the result.
+        # First pass: size of the result.  The slot steps with the position (one
+        # division per call, not one per frame: a division costs more than the copy).
+        first_slot = cursor % self._max_frames
+        slot = first_slot
         pos = cursor
         while pos < end:
-            slot = pos % self._max_frames
             if not filtered or self._wanted(slot, event_type, after_seq):
                 total += PyBytes_GET_SIZE(<bytes>self._frames[slot])
                 count += 1
                 if first is None:
                     first = self._frames[slot]
             pos += 1
+            slot += 1
+            if slot == self._max_frames:
+                slot = 0
         if count == 0:
             return (b"", end, 0)
         if count == 1:
             return (first, end, 1)
         out = PyBytes_FromStringAndSize(NULL, total)
         w = PyBytes_AS_STRING(out)
+        slot = first_slot
         pos = cursor
         while pos < end:
-            slot = pos % self._max_frames
             if not filtered or self._wanted(slot, event_type, after_seq):
                 frame = <bytes>self._frames[slot]
                 memcpy(w, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
                 w += PyBytes_GET_SIZE(frame)
             pos += 1
+            slot += 1
+            if slot == self._max_frames:
+                slot = 0
         return (out, end, count)
 
     cdef inline bint _wanted(self, Py_ssize_t slot, str event_type, long long after_seq):
