@@ -1,0 +1,147 @@
+"""Accepted pushes per second for each store.
+
+Two shapes of load:
+
+* ``single``: many concurrent callers, each saving one event at a time (many
+  small ``POST /push``).  This is where group commit shows: SQLite and Redis
+  write everything queued meanwhile in one commit / one script call, so the
+  rate grows with the number of callers; ``events/commit`` says how many
+  saves shared each one.
+* ``batch100``: callers saving 100 events per call (one large push).
+
+Each row is the median of ``--repeat`` runs (the machine may be shared).
+
+Every event is addressed to one of 10,000 users (one recipient row/index
+entry each), with a 100-byte JSON body, as a notification would be.
+
+    python benchmarks/stores_bench.py                 # all stores
+    python benchmarks/stores_bench.py --stores sqlite-full,redis --events 20000
+
+Redis keys go under a fresh ``bench-*`` prefix in --redis-url and are deleted
+afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from sse_fast.stores import MemoryStore, NewEvent, RedisStore, SQLiteStore, Store
+
+USERS = 10_000
+BODY = '{"type":"order.shipped","order":"' + "A" * 12 + '","note":"' + "x" * 40 + '"}'
+
+
+def make_events(n: int, rng: random.Random) -> list[NewEvent]:
+    return [NewEvent("notice", BODY, (f"user{rng.randrange(USERS)}",)) for _ in range(n)]
+
+
+async def measure(
+    factory: Callable[[], Store], callers: int, batch: int, total: int
+) -> tuple[float, float | None]:
+    """Return (events/s, events per commit or None) for ``callers`` concurrent savers."""
+    store = factory()
+    await store.open()
+    rng = random.Random(7)
+    per_caller = max(1, total // (callers * batch))
+    payloads = [make_events(batch, rng) for _ in range(64)]
+    await store.save(payloads[0])  # warm up: schema, connections, script cache
+    commits_before = getattr(store, "commits", None)
+
+    async def caller(k: int) -> None:
+        for i in range(per_caller):
+            await store.save(payloads[(k + i) % len(payloads)])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(callers)))
+    elapsed = time.perf_counter() - started
+    events = per_caller * callers * batch
+    commits_after = getattr(store, "commits", None)
+    await store.close()
+    per_commit = None
+    if commits_before is not None and commits_after is not None and commits_after > commits_before:
+        per_commit = events / (commits_after - commits_before)
+    return events / elapsed, per_commit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", default="memory,sqlite-full,sqlite-normal,redis")
+    parser.add_argument("--events", type=int, default=20_000, help="events per measurement")
+    parser.add_argument("--callers", default="1,16,256", help="concurrent callers for single-event saves")
+    parser.add_argument("--batch-callers", default="1,8", help="concurrent callers for batches of 100")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="sse-fast-bench-"))
+    prefix = f"bench-{secrets.token_hex(4)}"
+    counter = iter(range(1_000_000))
+
+    def sqlite_factory(sync: str) -> Callable[[], Store]:
+        return lambda: SQLiteStore(tmp / f"bench-{next(counter)}.db", synchronous=sync)  # type: ignore[arg-type]
+
+    factories: dict[str, Callable[[], Store]] = {
+        "memory": lambda: MemoryStore(max_events=1_000_000),
+        "sqlite-full": sqlite_factory("FULL"),
+        "sqlite-normal": sqlite_factory("NORMAL"),
+        "redis": lambda: RedisStore(args.redis_url, key_prefix=f"{prefix}-{next(counter)}"),
+    }
+    chosen = [name.strip() for name in args.stores.split(",") if name.strip()]
+    for name in chosen:
+        if name not in factories:
+            parser.error(f"--stores: unknown store {name!r} (choose from {', '.join(factories)})")
+
+    if args.loop == "uvloop":
+        import uvloop
+
+        runner: Callable[..., Any] = uvloop.run
+    else:
+        runner = asyncio.run
+
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {args.loop}, {args.events} events per run, "
+          f"median of {args.repeat} runs")
+    print()
+    print("| store | load | callers | events/s | events/commit |")
+    print("|---|---|---:|---:|---:|")
+    try:
+        for name in chosen:
+            shapes = [("single", 1, int(c)) for c in args.callers.split(",")]
+            shapes += [("batch100", 100, int(c)) for c in args.batch_callers.split(",")]
+            for label, batch, callers in shapes:
+                # one fsync per event is slow: a tenth of the events keeps that row short
+                slow = name == "sqlite-full" and batch == 1 and callers == 1
+                total = args.events // 10 if slow else args.events
+                runs: list[tuple[float, float | None]] = [
+                    runner(measure(factories[name], callers, batch, total)) for _ in range(args.repeat)
+                ]
+                rate, per_commit = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+                shown = "-" if per_commit is None else f"{per_commit:,.1f}"
+                print(f"| {name} | {label} | {callers} | {rate:,.0f} | {shown} |", flush=True)
+    finally:
+        for path in tmp.iterdir():
+            path.unlink()
+        tmp.rmdir()
+        if "redis" in chosen:
+            client = redis.Redis.from_url(args.redis_url)
+            keys = list(client.scan_iter(match="{" + prefix + "-*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start:start + 1000])
+            client.close()
+
+
+if __name__ == "__main__":
+    main()
