@@ -6,9 +6,22 @@ the client are built on top.
 """
 
 from ._core import HEARTBEAT, EventParser, FanoutRing, ServerSentEvent, encode_comment, encode_event
-from .errors import CursorLagging, InvalidEventError, InvalidEventIdError, SSEFastError
+from .client import Client
+from .errors import (
+    ClientError,
+    ClientStoppedError,
+    ConnectionLostError,
+    ContentTypeError,
+    CursorLagging,
+    HTTPStatusError,
+    InvalidEventError,
+    InvalidEventIdError,
+    RetriesExhaustedError,
+    SSEFastError,
+)
 from .event import Event
 from .hub import OFFLINE, SHUTDOWN_EVENT, SLOW_CONSUMER, WRITE_ERROR, Hub, HubClosedError, HubFullError
+from .sync_client import SyncClient
 
 __version__ = "0.1.0"
 
@@ -18,17 +31,25 @@ __all__ = [
     "SHUTDOWN_EVENT",
     "SLOW_CONSUMER",
     "WRITE_ERROR",
+    "Client",
+    "ClientError",
+    "ClientStoppedError",
+    "ConnectionLostError",
+    "ContentTypeError",
     "CursorLagging",
     "Event",
     "EventParser",
     "FanoutRing",
+    "HTTPStatusError",
     "Hub",
     "HubClosedError",
     "HubFullError",
     "InvalidEventError",
     "InvalidEventIdError",
+    "RetriesExhaustedError",
     "SSEFastError",
     "ServerSentEvent",
+    "SyncClient",
     "__version__",
     "encode_comment",
     "encode_event",
