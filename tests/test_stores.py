@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from sse_fast.ids import EventId
 from sse_fast.stores import (
+    HistoryLostError,
     MemoryStore,
     NewEvent,
     RedisStore,
@@ -495,6 +497,25 @@ def test_sqlite_last_seq_survives_pruning_everything(tmp_path: Path) -> None:
     run(body())
 
 
+def test_sqlite_bad_save_fails_alone_in_its_group(tmp_path: Path) -> None:
+    """A save the database rejects does not take the rest of its group commit with it."""
+
+    async def body() -> None:
+        store = await opened(SQLiteStore(tmp_path / "e.db"))
+        bad = NewEvent("note", object(), None)  # type: ignore[arg-type]
+        with store._commit_gate:
+            tasks = [asyncio.ensure_future(store.save(batch)) for batch in ([ev(1)], [bad], [ev(3)])]
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[1], Exception)
+        good = [r for r in results if isinstance(r, list)]
+        assert [b[0].seq for b in good] == [1, 2]
+        assert [e.seq for e in await store.list_after("a", 0)] == [1, 2]
+        await store.close()
+
+    run(body())
+
+
 # ------------------------------------------------------------ Redis specifics
 
 
@@ -545,6 +566,45 @@ def test_redis_two_writers_share_one_strictly_ordered_history(redis_url: str) ->
         assert [e.seq for e in merged] == list(range(1, 401))
         await one.close()
         await two.close()
+
+    run(body())
+
+
+@pytest.mark.redis
+def test_redis_refuses_to_save_into_a_flushed_history(redis_url: str) -> None:
+    """A FLUSHDB under a running store must not restart seqs under the old epoch."""
+
+    async def body() -> None:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        store = await opened(RedisStore(redis_url, key_prefix=prefix))
+        old = store.epoch
+        await store.save([ev(1)])
+        await store._redis.flushdb()
+        with pytest.raises(HistoryLostError, match="epoch"):
+            await store.save([ev(2)])
+        await store.close()
+        await store.open()
+        assert store.epoch != old
+        [saved] = await store.save([ev(2)])
+        assert saved.id == f"{store.epoch}-1"
+        await store.close()
+
+    run(body())
+
+
+@pytest.mark.redis
+def test_redis_store_accepts_a_bytes_client(redis_url: str) -> None:
+    """A caller's own client (without decode_responses) works and is not closed by the store."""
+
+    async def body() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        store = await opened(RedisStore(client, key_prefix=f"test-{uuid.uuid4().hex[:8]}"))
+        saved = await store.save([ev(1, ("a",)), ev(2)])
+        assert await store.list_after("a", 0) == saved
+        assert await store.first_seq() == 1 and await store.last_seq() == 2
+        await store.close()
+        assert await client.ping()
+        await client.aclose()
 
     run(body())
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import DEFAULT_PAGE, NewEvent, Retention, Store, StoreClosedError, StoredEvent
+from .base import DEFAULT_PAGE, HistoryLostError, NewEvent, Retention, Store, StoreClosedError, StoredEvent
 from .memory import MemoryStore
 from .redis import RedisStore
 from .sqlite import SQLiteStore
@@ -122,6 +122,7 @@ def open_store(url: str) -> Store:
 
 __all__ = [
     "DEFAULT_PAGE",
+    "HistoryLostError",
     "MemoryStore",
     "NewEvent",
     "RedisStore",

@@ -34,6 +34,10 @@ class StoreClosedError(SSEFastError):
     """The store is not open (never opened, or already closed)."""
 
 
+class HistoryLostError(SSEFastError):
+    """The backend's history was wiped under an open store; saving on would reuse ids."""
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
     """How much history a store keeps: at most ``max_events`` newest events,

@@ -4,7 +4,9 @@ Key layout (``P`` is ``key_prefix``; it is wrapped in braces, a Redis Cluster
 hash tag, so that all keys of one store live in one slot)::
 
     {P}:epoch        string   the epoch, created once with SET NX; a wiped Redis
-                              therefore yields a new epoch at the next open
+                              therefore yields a new epoch at the next open, and
+                              a save finding another (or no) epoch there fails
+                              with HistoryLostError rather than reuse ids
     {P}:seq          string   the last seq assigned (INCRBY allocates a batch)
     {P}:stream       stream   one entry per event, id "<seq>-0", fields
                                 t  created, Unix seconds (float text)
@@ -48,11 +50,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from ..ids import format_id, new_epoch
 from .base import (
     DEFAULT_PAGE,
     Clock,
+    HistoryLostError,
     NewEvent,
     Retention,
     StoreClosedError,
@@ -66,11 +70,18 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 MAX_BATCH_EVENTS = 2_000
 """Events per script call: enough to amortise the round trip, small enough not to stall Redis."""
 
-# KEYS: seq, stream, broadcast index.
+# KEYS: seq, stream, broadcast index, epoch.
 # ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
-#       index ttl seconds (0 = none), created, n, then n x (event, data, uids JSON or "").
-# Returns the last seq allocated.
+#       index ttl seconds (0 = none), created, n, the epoch this store opened,
+#       then n x (event, data, uids JSON or "").
+# Returns the last seq allocated.  Refuses to write when the epoch key no longer
+# holds our epoch (Redis was flushed under us): the counter would start again
+# at 1 and hand out ids that clients already hold.
 _SAVE_LUA = """
+local epoch = redis.call('GET', KEYS[4])
+if epoch ~= ARGV[7] then
+  return redis.error_reply('SSEFAST_EPOCH ' .. tostring(epoch))
+end
 local n = tonumber(ARGV[6])
 local last = redis.call('INCRBY', KEYS[1], n)
 local maxlen = tonumber(ARGV[2])
@@ -79,7 +90,7 @@ local touched = {}
 local seq = last - n
 for i = 0, n - 1 do
   seq = seq + 1
-  local at = 7 + 3 * i
+  local at = 8 + 3 * i
   local sid = string.format('%d', seq)
   local args = {'XADD', KEYS[2]}
   if maxlen > 0 then
@@ -312,12 +323,22 @@ class RedisStore:
             self._index_ttl,
             repr(now),
             len(events),
+            self._epoch,
         ]
         for ev in events:
             args.append(ev.event)
             args.append(ev.data)
             args.append(orjson.dumps(ev.uids).decode() if ev.uids else "")
-        result = await self._save_script(keys=[self.seq_key, self.stream_key, self.broadcast_key], args=args)
+        keys = [self.seq_key, self.stream_key, self.broadcast_key, self.epoch_key]
+        try:
+            result = await self._save_script(keys=keys, args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("SSEFAST_EPOCH"):
+                raise HistoryLostError(
+                    f"RedisStore: {self.epoch_key} no longer holds epoch {self._epoch!r} "
+                    f"(Redis was flushed or the keys deleted); reopen the store to start a new history"
+                ) from None
+            raise
         return int(result)
 
     # ------------------------------------------------------------------ read

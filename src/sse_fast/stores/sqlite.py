@@ -276,24 +276,29 @@ class SQLiteStore:
                 return
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_SaveRequest]) -> None:
+        """Write ``batch`` in one transaction and resolve its futures, in order.
+
+        If the group fails, each save is retried alone so that one bad save
+        (or a transient error) fails only itself.
+        """
         now = max(self._clock(), self._last_created)  # never backwards: age pruning stops early
         epoch = self._epoch
         seq = self._last_seq
-        rows: list[tuple[int, str, str, float, str | None]] = []
-        recipients: list[tuple[int, str]] = []
         results: list[list[StoredEvent]] = []
-        for req in batch:
-            out: list[StoredEvent] = []
-            for ev in req.events:
-                seq += 1
-                uids = ev.uids or None
-                encoded = None if uids is None else orjson.dumps(uids).decode()
-                rows.append((seq, ev.event, ev.data, now, encoded))
-                if uids is not None:
-                    recipients.extend((seq, uid) for uid in uids)
-                out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now))
-            results.append(out)
         try:
+            rows: list[tuple[int, str, str, float, str | None]] = []
+            recipients: list[tuple[int, str]] = []
+            for req in batch:
+                out: list[StoredEvent] = []
+                for ev in req.events:
+                    seq += 1
+                    uids = ev.uids or None
+                    encoded = None if uids is None else orjson.dumps(uids).decode()
+                    rows.append((seq, ev.event, ev.data, now, encoded))
+                    if uids is not None:
+                        recipients.extend((seq, uid) for uid in uids)
+                    out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now))
+                results.append(out)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO events(seq, event, data, created, uids) VALUES (?, ?, ?, ?, ?)", rows
@@ -302,11 +307,15 @@ class SQLiteStore:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
             first = self._prune(conn, self._first_seq, seq, now)
             conn.execute("COMMIT")
-        except BaseException as exc:
+        except Exception as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for req in batch:
-                _post(req.loop, req.future, None, exc)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if len(batch) > 1:
+                for req in batch:
+                    self._commit(conn, [req])
+            else:
+                _post(batch[0].loop, batch[0].future, None, exc)
             return
         self._last_seq = seq
         self._first_seq = first
