@@ -1,7 +1,8 @@
 """Contract tests for the stores: one suite, run against memory, SQLite and Redis.
 
-Redis tests use db 15 (flushed before each test) and a key prefix of their own;
-when Redis is unreachable they fail if ``CI`` is set and are skipped otherwise.
+Redis tests use db 15 (flushed before each test; ``SSE_FAST_TEST_REDIS_URL``
+overrides the URL) and a key prefix of their own; when Redis is unreachable
+they fail if ``CI`` is set and are skipped otherwise.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sse_fast.stores import (
     open_store,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = os.environ.get("SSE_FAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 T = TypeVar("T")
 
