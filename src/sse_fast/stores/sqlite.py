@@ -219,10 +219,15 @@ class SQLiteStore:
     # ---------------------------------------------------------------- writer
 
     def _writer_main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
             self._init_db(conn)
         except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.Error):  # name the file: "unable to open database file" is no help
+                exc = sqlite3.OperationalError(f"SQLiteStore: {self.path}: {exc}")
             _post(loop, ready, None, exc)
             return
         _post(loop, ready, None)
