@@ -393,9 +393,13 @@ cdef class FanoutRing:
     cdef Py_ssize_t _nbytes
     cdef long long _head
     cdef long long _tail
-    cdef list _frames
+    cdef list _frames                # the bytes objects: they own the memory _data points into
     cdef list _types
     cdef long long* _seqs
+    cdef const char** _data          # per slot: the frame's bytes, its size, and the
+    cdef Py_ssize_t* _sizes          # ring's running byte count before it, so an
+    cdef long long* _starts          # unfiltered take sizes its result in O(1)
+    cdef long long _appended         # bytes appended since creation
 
     def __cinit__(self, Py_ssize_t max_frames=4096, Py_ssize_t max_bytes=32 * 1024 * 1024):
         if max_frames < 1:
@@ -403,8 +407,12 @@ cdef class FanoutRing:
         if max_bytes < 1:
             raise ValueError("max_bytes: must be at least 1")
         self._seqs = <long long*>malloc(max_frames * sizeof(long long))
-        if self._seqs == NULL:
+        self._data = <const char**>malloc(max_frames * sizeof(char*))
+        self._sizes = <Py_ssize_t*>malloc(max_frames * sizeof(Py_ssize_t))
+        self._starts = <long long*>malloc(max_frames * sizeof(long long))
+        if self._seqs == NULL or self._data == NULL or self._sizes == NULL or self._starts == NULL:
             raise MemoryError()
+        self._appended = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._nbytes = 0
@@ -415,6 +423,9 @@ cdef class FanoutRing:
 
     def __dealloc__(self):
         free(self._seqs)
+        free(self._data)
+        free(self._sizes)
+        free(self._starts)
 
     @property
     def head(self):
@@ -454,13 +465,17 @@ cdef class FanoutRing:
         self._frames[slot] = frame
         self._types[slot] = event_type
         self._seqs[slot] = seq
+        self._data[slot] = PyBytes_AS_STRING(frame)
+        self._sizes[slot] = size
+        self._starts[slot] = self._appended
+        self._appended += size
         self._nbytes += size
         self._head += 1
         return self._head - 1
 
     cdef void _evict_oldest(self):
         cdef Py_ssize_t slot = self._tail % self._max_frames
-        self._nbytes -= PyBytes_GET_SIZE(<bytes>self._frames[slot])
+        self._nbytes -= self._sizes[slot]
         self._frames[slot] = None
         self._types[slot] = None
         self._tail += 1
@@ -484,43 +499,48 @@ cdef class FanoutRing:
         """Like :meth:`take`, and also count the frames joined: ``(bytes, cursor, count)``."""
         cdef long long end = self._head if until < 0 or until > self._head else until
         cdef long long pos
-        cdef Py_ssize_t slot, first_slot, total = 0, count = 0
-        cdef object first = None
-        cdef bytes frame, out
+        cdef Py_ssize_t slot, first_slot, match_slot = -1, total = 0, count = 0
+        cdef bytes out
         cdef char* w
         cdef bint filtered = event_type is not None or after_seq > 0
         if cursor < self._tail:
             raise CursorLagging(cursor, self._tail)
         if cursor >= end:
             return (b"", cursor, 0)
-        # First pass: size of the result.  The slot steps with the position (one
-        # division per call, not one per frame: a division costs more than the copy).
+        # The slot steps with the position: one division per call, not one per
+        # frame (a division costs more than copying a small frame).
         first_slot = cursor % self._max_frames
-        slot = first_slot
-        pos = cursor
-        while pos < end:
-            if not filtered or self._wanted(slot, event_type, after_seq):
-                total += PyBytes_GET_SIZE(<bytes>self._frames[slot])
-                count += 1
-                if first is None:
-                    first = self._frames[slot]
-            pos += 1
-            slot += 1
-            if slot == self._max_frames:
-                slot = 0
+        if not filtered:
+            count = end - cursor
+            match_slot = first_slot
+            total = ((self._appended if end == self._head else self._starts[end % self._max_frames])
+                     - self._starts[first_slot])
+        else:
+            # First pass: which frames, and the size of the result.
+            slot = first_slot
+            pos = cursor
+            while pos < end:
+                if self._wanted(slot, event_type, after_seq):
+                    total += self._sizes[slot]
+                    count += 1
+                    if match_slot < 0:
+                        match_slot = slot
+                pos += 1
+                slot += 1
+                if slot == self._max_frames:
+                    slot = 0
         if count == 0:
             return (b"", end, 0)
         if count == 1:
-            return (first, end, 1)
+            return (self._frames[match_slot], end, 1)      # the frame itself: no copy
         out = PyBytes_FromStringAndSize(NULL, total)
         w = PyBytes_AS_STRING(out)
         slot = first_slot
         pos = cursor
         while pos < end:
             if not filtered or self._wanted(slot, event_type, after_seq):
-                frame = <bytes>self._frames[slot]
-                memcpy(w, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
-                w += PyBytes_GET_SIZE(frame)
+                memcpy(w, self._data[slot], self._sizes[slot])
+                w += self._sizes[slot]
             pos += 1
             slot += 1
             if slot == self._max_frames:
