@@ -300,3 +300,27 @@ def test_unreachable_server_is_retried_then_given_up() -> None:
         url = server.url  # the port is free again once the server is gone
     run(main(url))
     assert [type(e) for e in errors] == [ConnectionLostError, RetriesExhaustedError]
+
+
+def test_callbacks_added_after_connect_never_stall_on_the_unread_buffer() -> None:
+    async def main(server: RawServer) -> list[str]:
+        seen: list[str] = []
+        async with Client(server.url, retry=0.01, max_queue=2) as client:
+            client.on("message", lambda e: seen.append(e.data))
+            await asyncio.wait_for(client.wait(), LIMIT)
+        return seen
+
+    body = [b"".join(b"data: %d\n\n" % n for n in range(5))]
+    with RawServer([Reply(body=body), NO_CONTENT]) as server:
+        assert run(main(server)) == ["0", "1", "2", "3", "4"]
+
+
+def test_an_error_body_that_never_ends_does_not_hang_the_client() -> None:
+    async def main(server: RawServer) -> None:
+        client = Client(server.url, retry=0.01)
+        with pytest.raises(HTTPStatusError) as info:
+            await asyncio.wait_for(client.connect(), LIMIT)
+        assert info.value.status == 500
+
+    with RawServer([Reply("500 Internal Server Error", headers=[], body=[b"partial", HOLD])]) as server:
+        run(main(server))

@@ -10,6 +10,7 @@ shares.  Events reach callbacks (``client.on(type, cb)``) and/or an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections import deque
@@ -29,8 +30,9 @@ logger = logging.getLogger("sse_fast.client")
 #: A listener: ``cb(event)``; may be a coroutine function (it is awaited, in order).
 EventCallback = Callable[[ServerSentEvent], object]
 
-#: Bytes of an error body kept for the error message.
+#: Bytes of an error body kept for the error message, and the longest wait for them.
 _ERROR_BODY_LIMIT = 1024
+_ERROR_BODY_SECONDS = 5.0
 
 
 def connection_error(exc: Exception) -> ClientError:
@@ -144,9 +146,10 @@ class Client(_EventSourceBase):
     to notice dead connections.  An ``http_client`` you pass is not closed.
 
     Iterating (``async for event in client``) buffers up to ``max_queue``
-    events, then stops reading the socket until the loop catches up; events are
-    buffered from :meth:`connect` on if no ``on()`` callback is registered then,
-    otherwise from the moment iteration starts.
+    events, then stops reading the socket until the loop catches up (callbacks
+    wait too).  If no ``on()`` callback is registered at :meth:`connect`, events
+    are kept for a loop from then on (only the latest ``max_queue`` until one
+    starts iterating); otherwise from the moment iteration starts.  One loop at a time.
     """
 
     def __init__(
@@ -206,7 +209,7 @@ class Client(_EventSourceBase):
     async def wait(self) -> None:
         """Wait until the client stops for good; raise why, unless it was closed or got a 204."""
         if self._done is None:
-            raise ClientStoppedError("the client was never started; call connect() first")
+            raise RuntimeError("the client was never started; call connect() first")
         await self._done.wait()
         if self._error is not None:
             raise self._error
@@ -236,6 +239,7 @@ class Client(_EventSourceBase):
     def __aiter__(self) -> AsyncIterator[ServerSentEvent]:
         if self._channel is None:
             self._channel = _EventChannel(self._max_queue)
+        self._channel.attached = True
         return self._iterate(self._channel)
 
     async def _iterate(self, channel: _EventChannel) -> AsyncIterator[ServerSentEvent]:
@@ -300,10 +304,8 @@ class Client(_EventSourceBase):
         ) as response:
             body = b""
             if response.status_code != 200:
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) >= _ERROR_BODY_LIMIT:
-                        break
+                with contextlib.suppress(asyncio.TimeoutError, httpx.HTTPError):
+                    body = await asyncio.wait_for(_read_error_body(response), _ERROR_BODY_SECONDS)
             if not policy.check_response(response.status_code, response.headers, self.url, body):
                 return False
             self._state = ClientState.OPEN
@@ -363,10 +365,21 @@ class Client(_EventSourceBase):
                 logger.exception("state callback %r failed", callback)
 
 
+async def _read_error_body(response: httpx.Response) -> bytes:
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= _ERROR_BODY_LIMIT:
+            break
+    return body
+
+
 class _EventChannel:
     """A bounded event buffer for ``async for``: a full buffer pauses the reader (backpressure).
 
-    Unlike ``asyncio.Queue`` it can be closed, which ends the loop once drained.
+    Until a loop is ``attached`` it only keeps the latest events instead, so
+    that callback-only use never stalls on a buffer nobody reads.  Unlike
+    ``asyncio.Queue`` it can be closed, which ends the loop once drained.
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -375,8 +388,11 @@ class _EventChannel:
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._closed = False
+        self.attached = False
 
     async def put(self, event: ServerSentEvent) -> None:
+        if not self.attached and len(self._items) >= self._maxsize:
+            self._items.popleft()
         while len(self._items) >= self._maxsize and not self._closed:
             self._writable.clear()
             await self._writable.wait()

@@ -20,7 +20,13 @@ from types import TracebackType
 import httpx
 
 from ._core import ServerSentEvent
-from .client import _ERROR_BODY_LIMIT, EventCallback, _EventSourceBase, connection_error
+from .client import (
+    _ERROR_BODY_LIMIT,
+    _ERROR_BODY_SECONDS,
+    EventCallback,
+    _EventSourceBase,
+    connection_error,
+)
 from .errors import ClientError, ClientStoppedError, ConnectionLostError
 from .reconnect import ClientState
 
@@ -165,10 +171,7 @@ class SyncClient(_EventSourceBase):
                     return True
                 body = b""
                 if response.status_code != 200:
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) >= _ERROR_BODY_LIMIT:
-                            break
+                    body = _read_error_body(response)
                 if not policy.check_response(response.status_code, response.headers, self.url, body):
                     return False
                 self._state = ClientState.OPEN
@@ -200,6 +203,24 @@ class SyncClient(_EventSourceBase):
                 callback(*args)
             except Exception:
                 logger.exception("state callback %r failed", callback)
+
+
+def _read_error_body(response: httpx.Response) -> bytes:
+    """The start of an error body, for the message; a server that never ends it gets cut off."""
+    body = b""
+    timer = threading.Timer(_ERROR_BODY_SECONDS, _shutdown_socket, (response,))
+    timer.daemon = True
+    timer.start()
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) >= _ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        timer.cancel()
+    return body
 
 
 def _shutdown_socket(response: httpx.Response) -> None:
