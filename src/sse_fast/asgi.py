@@ -119,10 +119,10 @@ class SSEApp:
     set, is required as ``Authorization: Bearer`` on ``/push``, ``/stats``
     and ``/metrics``.  ``cors_origins`` lists the origins allowed to
     subscribe and push from a browser (``"*"`` for any).  ``watch_disconnect``
-    starts one waiter per subscriber on ``receive()`` so that servers which
-    report a client's disconnect only there (uvicorn) free it at once; turn it
-    off on granian, which reports a disconnect by failing the next send (at
-    the latest the next heartbeat) and would only pay for the waiter.
+    keeps one waiter per subscriber on ``receive()``: granian and uvicorn
+    report a client's disconnect there at once, while their ``send`` to a
+    closed connection returns quietly, so without it a gone client would be
+    noticed only when its socket's buffer fills.
     """
 
     def __init__(

@@ -88,7 +88,6 @@ def build_app(config: ServeConfig, hub: Hub | None = None) -> SSEApp:
         push_token=config.push_token,
         cors_origins=config.cors_origins,
         max_body=config.max_body,
-        watch_disconnect=False,  # granian reports a disconnect by failing the next send
     )
 
 

@@ -1,0 +1,197 @@
+"""Fixtures shared by the end-to-end tests: real ``sse-fast serve`` processes on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sse_fast import EventParser, ServerSentEvent
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on the loopback interface."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+
+
+class ServerProcess:
+    """One ``sse-fast serve`` (or any ASGI app under granian) in its own process group."""
+
+    def __init__(self, args: list[str], cwd: Path, command: list[str] | None = None) -> None:
+        self.args = args
+        self.cwd = cwd
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = cwd / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        command = self.command or [sys.executable, "-m", "sse_fast", "serve", "--log-level", "warning"]
+        argv = [*command, "--host", HOST, "--port", str(self.port), *self.args]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code in (200, 401, 404):
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not answer within {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM the main process (as an operator would) and wait for the whole group."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._kill_group()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the server (a crash: nothing gets to clean up)."""
+        self._kill_group()
+        if self.proc is not None:
+            self.proc.wait(5)
+
+    def _kill_group(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def restart(self) -> ServerProcess:
+        self.kill()
+        return self.start()
+
+    def stats(self, **headers: str) -> dict[str, object]:
+        response = httpx.get(f"{self.url}/stats", headers=headers, timeout=5.0)
+        response.raise_for_status()
+        result: dict[str, object] = response.json()
+        return result
+
+    def push(
+        self, events: list[dict[str, object]], uids: list[str] | None = None, token: str | None = None
+    ) -> httpx.Response:
+        body: dict[str, object] = {"events": events}
+        if uids is not None:
+            body["uids"] = uids
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(f"{self.url}/push", json=body, headers=headers, timeout=10.0)
+
+
+class StreamReader:
+    """A subscriber over a real socket: collects the raw body and the parsed events in a thread."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = headers or {}
+        self.raw = bytearray()
+        self.events: list[ServerSentEvent] = []
+        self.status: int | None = None
+        self.response_headers: httpx.Headers | None = None
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self._parser = EventParser()
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=None))
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._connected = threading.Event()
+        self._thread.start()
+        self._connected.wait(10)
+
+    def _run(self) -> None:
+        try:
+            with self._client.stream("GET", self.url, headers=self.headers) as response:
+                self.status = response.status_code
+                self.response_headers = response.headers
+                self._connected.set()
+                for chunk in response.iter_raw():
+                    with self._lock:
+                        self.raw += chunk
+                        self.events += self._parser.feed(chunk)
+                    if self._stop:
+                        break
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            self.error = exc
+        finally:
+            self._connected.set()
+            self.ended.set()
+
+    @property
+    def comments(self) -> int:
+        return self._parser.comments
+
+    def wait_events(self, count: int, timeout: float = 10.0) -> list[ServerSentEvent]:
+        wait_until(lambda: len(self.events) >= count or self.ended.is_set(), timeout)
+        with self._lock:
+            assert len(self.events) >= count, f"got {len(self.events)} events, wanted {count}: {self.raw!r}"
+            return list(self.events)
+
+    def close(self) -> None:
+        """Stop reading; the thread ends at its next chunk or when the server goes."""
+        self._stop = True
+        self._client.close()
+        self._thread.join(0.2)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``sse-fast serve`` with the given arguments; every server is killed at teardown."""
+    servers: list[ServerProcess] = []
+
+    def start(*args: str, command: list[str] | None = None) -> ServerProcess:
+        server = ServerProcess(list(args), tmp_path, command)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture
+def subscribe() -> Iterator[Callable[..., StreamReader]]:
+    """Open subscriber streams; all are closed at teardown."""
+    readers: list[StreamReader] = []
+
+    def open_stream(url: str, **headers: str) -> StreamReader:
+        reader = StreamReader(url, {k.replace("_", "-"): v for k, v in headers.items()})
+        readers.append(reader)
+        return reader
+
+    yield open_stream
+    for reader in readers:
+        reader.close()

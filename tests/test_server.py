@@ -1,0 +1,362 @@
+"""End to end: a real ``sse-fast serve`` (granian) process, real sockets, exact wire bytes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import jwt
+import pytest
+
+from conftest import HOST, ServerProcess, wait_until
+
+HEARTBEAT = b": heartbeat\n\n"
+
+
+def events_url(server: ServerProcess, query: str) -> str:
+    return f"{server.url}/events?{query}"
+
+
+# ----------------------------------------------------------------- delivery
+
+
+def test_unicast_arrives_as_exact_wire_bytes(serve, subscribe):
+    server = serve("--store", "none")
+    reader = subscribe(events_url(server, "uid=42"))
+    assert reader.status == 200
+    assert reader.response_headers is not None
+    assert reader.response_headers["content-type"].startswith("text/event-stream")
+    assert reader.response_headers["cache-control"] == "no-cache"
+    assert reader.response_headers["x-accel-buffering"] == "no"
+    wait_until(lambda: bytes(reader.raw) == HEARTBEAT)
+
+    answer = server.push([{"event": "greeting", "data": {"hello": "world"}}], uids=["42"])
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["code"] == 0 and body["msg"] == "ok"
+    [event_id] = body["data"]["ids"]
+
+    reader.wait_events(1)
+    expected = f'id: {event_id}\nevent: greeting\ndata: {{"hello":"world"}}\n\n'.encode()
+    assert bytes(reader.raw) == HEARTBEAT + expected
+
+
+def test_broadcast_reaches_everyone_and_unicast_only_its_user(serve, subscribe):
+    server = serve("--store", "none")
+    alice = subscribe(events_url(server, "uid=alice"))
+    bob = subscribe(events_url(server, "uid=bob"))
+    wait_until(lambda: server.stats()["connections"] == 2)
+
+    server.push([{"event": "all", "data": 1}])
+    server.push([{"event": "for-alice", "data": 2}], uids=["alice"])
+    server.push([{"event": "all", "data": 3}])
+
+    assert [(e.event, e.data) for e in alice.wait_events(3)] == [("all", "1"), ("for-alice", "2"), ("all", "3")]
+    assert [(e.event, e.data) for e in bob.wait_events(2)] == [("all", "1"), ("all", "3")]
+    time.sleep(0.2)
+    assert len(bob.events) == 2
+
+
+def test_every_connection_of_a_user_receives_its_events(serve, subscribe):
+    server = serve("--store", "none")
+    tabs = [subscribe(events_url(server, "uid=7")) for _ in range(3)]
+    other = subscribe(events_url(server, "uid=8"))
+    wait_until(lambda: server.stats()["connections"] == 4)
+    assert server.stats()["users"] == 2
+
+    server.push([{"event": "x", "data": "hi"}], uids=["7"])
+    for tab in tabs:
+        assert [e.data for e in tab.wait_events(1)] == ['"hi"']
+    time.sleep(0.2)
+    assert other.events == []
+
+
+def test_multicast_to_several_users_in_one_push(serve, subscribe):
+    server = serve("--store", "none")
+    readers = {uid: subscribe(events_url(server, f"uid={uid}")) for uid in ("a", "b", "c")}
+    wait_until(lambda: server.stats()["connections"] == 3)
+    ids = server.push([{"event": "m", "data": 1}, {"event": "m", "data": 2}], uids=["a", "c"]).json()
+    assert len(ids["data"]["ids"]) == 2
+    for uid in ("a", "c"):
+        assert [e.data for e in readers[uid].wait_events(2)] == ["1", "2"]
+        assert [e.id for e in readers[uid].events] == ids["data"]["ids"]
+    time.sleep(0.2)
+    assert readers["b"].events == []
+
+
+def test_ids_are_strictly_increasing(serve):
+    server = serve("--store", "none")
+    ids = []
+    for n in range(5):
+        ids += server.push([{"event": "n", "data": n}, {"event": "n", "data": -n}]).json()["data"]["ids"]
+    seqs = [int(i.rsplit("-", 1)[1]) for i in ids]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert len({i.rsplit("-", 1)[0] for i in ids}) == 1
+
+
+def test_event_type_filter_from_query_or_header(serve, subscribe):
+    server = serve("--store", "none")
+    by_query = subscribe(events_url(server, "uid=1&event_type=order"))
+    by_header = subscribe(events_url(server, "uid=1"), event_type="order")
+    everything = subscribe(events_url(server, "uid=1"))
+    wait_until(lambda: server.stats()["connections"] == 3)
+
+    server.push([{"event": "chat", "data": 1}, {"event": "order", "data": 2}])
+    server.push([{"event": "order", "data": 3}], uids=["1"])
+    for reader in (by_query, by_header):
+        assert [(e.event, e.data) for e in reader.wait_events(2)] == [("order", "2"), ("order", "3")]
+    assert [e.event for e in everything.wait_events(3)] == ["chat", "order", "order"]
+
+
+def test_multiline_data_is_split_into_data_lines(serve, subscribe):
+    server = serve("--store", "none")
+    reader = subscribe(events_url(server, "uid=1"))
+    wait_until(lambda: server.stats()["connections"] == 1)
+    server.push([{"event": "text", "data": {"s": "a\nb"}}])
+    [event] = reader.wait_events(1)
+    assert event.json() == {"s": "a\nb"}
+    assert b'data: {"s":"a\\nb"}\n\n' in bytes(reader.raw)
+
+
+# --------------------------------------------------------------- liveness
+
+
+def test_heartbeats_on_connect_and_after_silence(serve, subscribe):
+    server = serve("--store", "none", "--heartbeat", "0.3")
+    reader = subscribe(events_url(server, "uid=1"))
+    wait_until(lambda: reader.raw.count(HEARTBEAT) >= 3, timeout=10)
+    assert reader.events == []
+    assert set(bytes(reader.raw).split(HEARTBEAT)) == {b""}
+
+
+def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve):
+    server = serve("--store", "none", "--heartbeat", "0.5")
+    sockets = []
+    for uid in ("gone-1", "gone-2"):
+        sock = socket.create_connection((HOST, server.port))
+        sock.sendall(f"GET /events?uid={uid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        sockets.append(sock)
+    wait_until(lambda: server.stats()["connections"] == 2)
+    for sock in sockets:
+        sock.close()
+    wait_until(lambda: server.stats()["connections"] == 0, timeout=10)
+    assert server.stats()["users"] == 0
+
+
+def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve, subscribe):
+    server = serve("--store", "none", "--ring-frames", "16", "--heartbeat", "1", "--max-body", "4000000")
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect((HOST, server.port))
+    stuck.sendall(b"GET /events?uid=slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    healthy = subscribe(events_url(server, "uid=fast"))
+    wait_until(lambda: server.stats()["connections"] == 2)
+
+    big = "x" * 256 * 1024
+    pushes = 48
+    for n in range(pushes):
+        assert server.push([{"event": "big", "data": {"n": n, "pad": big}}]).status_code == 200
+    events = healthy.wait_events(pushes, timeout=30)
+    assert [e.json()["n"] for e in events] == list(range(pushes))
+    wait_until(lambda: server.stats()["slow_consumers"] >= 1, timeout=15)
+    stats = server.stats()
+    assert stats["connections"] == 1
+    assert stats["failed_by_reason"]["slow_consumer"] >= 1  # type: ignore[index]
+    stuck.close()
+
+
+# ------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "body"),
+        (b"[1, 2]", "body"),
+        (b"{}", "events"),
+        (b'{"events": []}', "events"),
+        (b'{"events": "x"}', "events"),
+        (b'{"events": [{"event": "x"}]}', "events[0].data"),
+        (b'{"events": [{"event": "a\\nb", "data": 1}]}', "events[0].event"),
+        (b'{"events": [{"event": "a\\rb", "data": 1}]}', "events[0].event"),
+        (b'{"events": [{"event": "a\\u0000b", "data": 1}]}', "events[0].event"),
+        (b'{"events": [{"event": "ok", "id": "1\\n2", "data": 1}]}', "events[0].id"),
+        (b'{"events": [{"event": 5, "data": 1}]}', "events[0].event"),
+        (b'{"events": [{"data": 1}], "uids": [1]}', "uids[0]"),
+        (b'{"events": [{"data": 1}], "uids": "alice"}', "uids"),
+        (b'{"events": [{"data": 1}], "topic": "x"}', "topic"),
+        (b'{"events": [{"data": 1}, {"data": 2, "event": "x\\ny"}]}', "events[1].event"),
+    ],
+)
+def test_bad_push_is_400_naming_the_field_and_delivers_nothing(serve, subscribe, body, field):
+    server = serve("--store", "none")
+    reader = subscribe(events_url(server, "uid=1"))
+    wait_until(lambda: server.stats()["connections"] == 1)
+    answer = httpx.post(f"{server.url}/push", content=body, timeout=5)
+    assert answer.status_code == 400
+    reply = answer.json()
+    assert reply["code"] == 400 and reply["data"] == {}
+    assert reply["msg"].startswith(field), reply["msg"]
+    server.push([{"event": "after", "data": 1}])
+    assert [e.event for e in reader.wait_events(1)] == ["after"]
+    assert server.stats()["events"] == 1
+
+
+def test_oversized_push_is_413(serve):
+    server = serve("--store", "none", "--max-body", "1000")
+    answer = server.push([{"event": "big", "data": "x" * 2000}])
+    assert answer.status_code == 413
+    assert answer.json()["code"] == 413
+    assert "body" in answer.json()["msg"]
+
+
+def test_unknown_route_and_wrong_method(serve):
+    server = serve("--store", "none")
+    assert httpx.get(f"{server.url}/nope").status_code == 404
+    wrong = httpx.get(f"{server.url}/push")
+    assert wrong.status_code == 405 and wrong.json()["msg"].startswith("method")
+    assert httpx.post(f"{server.url}/events").status_code == 405
+
+
+def test_subscribe_without_uid_is_400(serve):
+    server = serve("--store", "none")
+    answer = httpx.get(f"{server.url}/events")
+    assert answer.status_code == 400
+    assert answer.json()["msg"].startswith("uid")
+
+
+# ------------------------------------------------------------------ auth
+
+
+def test_push_token_guards_push_and_figures(serve, subscribe):
+    server = serve("--store", "none", "--push-token", "s3cret")
+    assert server.push([{"event": "x", "data": 1}]).status_code == 401
+    assert server.push([{"event": "x", "data": 1}], token="wrong").status_code == 401
+    assert httpx.get(f"{server.url}/stats").status_code == 401
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    reader = subscribe(events_url(server, "uid=1"))
+    wait_until(lambda: server.stats(authorization="Bearer s3cret")["connections"] == 1)
+    assert server.push([{"event": "x", "data": 1}], token="s3cret").status_code == 200
+    assert [e.event for e in reader.wait_events(1)] == ["x"]
+
+
+def test_jwt_subscribers_use_the_sub_claim(serve, subscribe):
+    secret = "jwt-secret-for-tests-0123456789abcdef"
+    server = serve("--store", "none", "--jwt-secret", secret)
+    token = jwt.encode({"sub": "carol", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
+    expired = jwt.encode({"sub": "carol", "exp": int(time.time()) - 60}, secret, algorithm="HS256")
+    forged = jwt.encode({"sub": "carol"}, "another-secret-0123456789abcdef0123", algorithm="HS256")
+
+    assert httpx.get(f"{server.url}/events?uid=carol").status_code == 401
+    for bad in (expired, forged, "garbage"):
+        answer = httpx.get(f"{server.url}/events?token={bad}")
+        assert answer.status_code == 401 and answer.json()["msg"].startswith("token")
+
+    by_header = subscribe(f"{server.url}/events", authorization=f"Bearer {token}")
+    by_query = subscribe(f"{server.url}/events?token={token}&uid=mallory")
+    assert by_header.status == by_query.status == 200
+    wait_until(lambda: server.stats()["connections"] == 2)
+    server.push([{"event": "x", "data": 1}], uids=["carol"])
+    server.push([{"event": "y", "data": 2}], uids=["mallory"])
+    for reader in (by_header, by_query):
+        assert [e.event for e in reader.wait_events(1)] == ["x"]
+    time.sleep(0.2)
+    assert len(by_query.events) == 1
+
+
+def test_cors_headers_only_for_allowed_origins(serve):
+    server = serve("--store", "none", "--cors-origin", "https://app.example")
+    allowed = httpx.options(
+        f"{server.url}/push",
+        headers={"origin": "https://app.example", "access-control-request-method": "POST"},
+    )
+    assert allowed.status_code == 204
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    other = httpx.get(f"{server.url}/healthz", headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_wildcard_cors_is_refused_with_jwt(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--jwt-secret", "x" * 32, "--cors-origin", "*"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--cors-origin" in result.stderr
+
+
+def test_more_than_one_worker_is_refused_with_the_reason(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--workers", "2"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--workers" in result.stderr and "bus" in result.stderr
+
+
+# --------------------------------------------------------------- figures
+
+
+def test_stats_metrics_and_health(serve, subscribe):
+    server = serve("--store", "none")
+    reader = subscribe(events_url(server, "uid=1"))
+    wait_until(lambda: server.stats()["connections"] == 1)
+    server.push([{"event": "x", "data": 1}])
+    server.push([{"event": "x", "data": 1}], uids=["nobody"])
+    reader.wait_events(1)
+    stats = server.stats()
+    assert stats["events"] == 2 and stats["deliveries"] == 1
+    assert stats["failed_by_reason"]["offline"] == 1  # type: ignore[index]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert "sse_fast_connections 1" in metrics
+    assert 'sse_fast_push_failures_total{reason="offline"} 1' in metrics
+    assert "# TYPE sse_fast_deliveries_total counter" in metrics
+    health = httpx.get(f"{server.url}/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_connection_limit_answers_503(serve, subscribe):
+    server = serve("--store", "none", "--max-connections", "2")
+    first, second = subscribe(events_url(server, "uid=1")), subscribe(events_url(server, "uid=2"))
+    assert first.status == second.status == 200
+    refused = httpx.get(events_url(server, "uid=3"))
+    assert refused.status_code == 503
+    assert refused.json()["msg"].startswith("connections")
+
+
+# -------------------------------------------------------------- shutdown
+
+
+def test_sigterm_says_goodbye_and_exits_cleanly(serve, subscribe):
+    server = serve("--store", "none")
+    readers = [subscribe(events_url(server, f"uid={n}")) for n in range(3)]
+    wait_until(lambda: server.stats()["connections"] == 3)
+    started = time.monotonic()
+    assert server.stop(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    for reader in readers:
+        assert reader.ended.wait(5)
+        [goodbye] = reader.events
+        assert goodbye.event == "shutdown"
+        assert goodbye.json() == {"reason": "server shutting down"}
+        assert goodbye.retry is not None
+        assert reader.error is None
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and "--push-token" in result.stdout
