@@ -384,7 +384,7 @@ class SubscriberGroup:
                     sock.bind((source_address(i, sources), 0))
                     await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 30)
                     track = (i % cfg.latency_every) == 0
-                    transport, proto = await loop.create_connection(
+                    transport, _proto = await loop.create_connection(
                         lambda: SubscriberProtocol(c, track, self._on_head), sock=sock
                     )
                 except (OSError, asyncio.TimeoutError) as exc:
@@ -564,8 +564,10 @@ class Publisher:
     def _request(self, n: int) -> tuple[bytes, int]:
         cfg = self.cfg
         t = time.time()
-        events = [{"event": cfg.event_type, "data": {"t": t, "n": n * cfg.events_per_push + k}}
-                  for k in range(cfg.events_per_push)]
+        events = [
+            {"event": cfg.event_type, "data": {"t": t, "n": n * cfg.events_per_push + k}}
+            for k in range(cfg.events_per_push)
+        ]
         if cfg.mode == "unicast":
             pool = max(1, cfg.subscribers)
             uids = {str(cfg.uid_offset + self.rng.randrange(pool)) for _ in range(cfg.uids_per_push)}
@@ -722,8 +724,19 @@ def raise_nofile() -> int:
 
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("attempts", "established", "connect_errors", "http_errors", "parse_errors", "disconnects",
-            "events", "bytes", "heartbeats", "open_at_end", "lat_count")
+    keys = (
+        "attempts",
+        "established",
+        "connect_errors",
+        "http_errors",
+        "parse_errors",
+        "disconnects",
+        "events",
+        "bytes",
+        "heartbeats",
+        "open_at_end",
+        "lat_count",
+    )
     out: dict[str, Any] = {k: sum(r.get(k, 0) for r in results) for k in keys}
     hist: dict[int, int] = {}
     for r in results:
@@ -749,8 +762,9 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
     """Connect, publish for ``cfg.duration``, drain, report.
 
     ``hook(name)`` is called (and awaited if it returns an awaitable) at
-    ``"connected"``, ``"start"`` (publishing begins) and ``"stop"``
-    (publishing ended); ``benchmarks/fanout.py`` samples the server there.
+    ``"connected"``, ``"start"`` (publishing begins), ``"stop"`` (publishing
+    ended) and ``"drained"`` (before the streams are closed);
+    ``benchmarks/fanout.py`` samples the server there.
     """
 
     async def call(name: str) -> None:
@@ -804,6 +818,7 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
     mark("stop")
     await call("stop")
     await asyncio.sleep(cfg.drain)
+    await call("drained")
     results: list[dict[str, Any]] = []
     if local is not None:
         results.append(await local.close())
@@ -812,8 +827,9 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
         if r is not None:
             results.append(r)
         else:
-            results.append({"error_samples": ["a subscriber process did not report"], "window": {},
-                            "events": 0})
+            results.append(
+                {"error_samples": ["a subscriber process did not report"], "window": {}, "events": 0}
+            )
     if publisher is not None:
         publisher.close()
     agg = merge(results)
@@ -835,15 +851,24 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
         report["publisher"] = pub
         report["expected_events"] = expected
         report["delivered_ratio"] = round(agg["events"] / expected, 5) if expected else None
-    report["errors"] = (agg["connect_errors"] + agg["http_errors"] + agg["parse_errors"]
-                        + (report.get("publisher", {}).get("failed", 0)))
+    report["errors"] = (
+        agg["connect_errors"]
+        + agg["http_errors"]
+        + agg["parse_errors"]
+        + (report.get("publisher", {}).get("failed", 0))
+    )
     return report
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--subscribe-url", default=Config.subscribe_url,
-                    help="URL template; {uid} is replaced (default %(default)s)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument(
+        "--subscribe-url",
+        default=Config.subscribe_url,
+        help="URL template; {uid} is replaced (default %(default)s)",
+    )
     ap.add_argument("--push-url", default=Config.push_url)
     ap.add_argument("--subscribers", type=int, default=Config.subscribers)
     ap.add_argument("--uid-offset", type=int, default=0)
@@ -866,12 +891,25 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if a.duration <= 0 or a.duration > 3600:
         ap.error("--duration: must be in (0, 3600] seconds")
     return Config(
-        subscribe_url=a.subscribe_url, push_url=a.push_url, subscribers=a.subscribers,
-        uid_offset=a.uid_offset, duration=a.duration, rate=a.rate, mode=a.mode,
-        uids_per_push=a.uids_per_push, events_per_push=a.events_per_push, event_type=a.event_type,
-        procs=a.procs, sources=a.sources, connect_concurrency=a.connect_concurrency,
-        connect_timeout=a.connect_timeout, warmup=a.warmup, drain=a.drain, push_conns=a.push_conns,
-        latency_every=max(1, a.latency_every), push_headers=a.push_header,
+        subscribe_url=a.subscribe_url,
+        push_url=a.push_url,
+        subscribers=a.subscribers,
+        uid_offset=a.uid_offset,
+        duration=a.duration,
+        rate=a.rate,
+        mode=a.mode,
+        uids_per_push=a.uids_per_push,
+        events_per_push=a.events_per_push,
+        event_type=a.event_type,
+        procs=a.procs,
+        sources=a.sources,
+        connect_concurrency=a.connect_concurrency,
+        connect_timeout=a.connect_timeout,
+        warmup=a.warmup,
+        drain=a.drain,
+        push_conns=a.push_conns,
+        latency_every=max(1, a.latency_every),
+        push_headers=a.push_header,
     )
 
 

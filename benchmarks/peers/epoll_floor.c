@@ -122,6 +122,11 @@ static int flush(conn *c) {
         return -1;
     }
     c->out_off = c->out_len = 0;
+    if (c->is_sub) {  /* an idle stream keeps no buffer */
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
     return 0;
 }
 
@@ -236,6 +241,17 @@ static void do_push(conn *c, const char *body, size_t len) {
 }
 
 static void on_readable(conn *c) {
+    if (c->is_sub) {  /* a subscriber sends nothing more that matters: read into scratch */
+        static char scratch[65536];
+        for (;;) {
+            ssize_t r = read(c->fd, scratch, sizeof scratch);
+            if (r > 0) continue;
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+            close_conn(c);
+            return;
+        }
+    }
     for (;;) {
         if (c->in_cap - c->in_len < 4096) {
             size_t cap = c->in_cap ? c->in_cap * 2 : 8192;
@@ -254,7 +270,6 @@ static void on_readable(conn *c) {
         }
         c->in_len += (size_t)r;
     }
-    if (c->is_sub) { c->in_len = 0; return; }
     for (;;) {
         c->in[c->in_len] = 0;
         char *he = memmem(c->in, c->in_len, "\r\n\r\n", 4);
@@ -279,7 +294,9 @@ static void on_readable(conn *c) {
             unsigned h = hash(c->uid);
             c->next_uid = buckets[h];
             buckets[h] = c;
-            c->in_len = 0;
+            free(c->in);
+            c->in = NULL;
+            c->in_len = c->in_cap = 0;
             append(c, STREAM_HEAD, sizeof STREAM_HEAD - 1);
             append(c, HEARTBEAT, sizeof HEARTBEAT - 1);
             return;
