@@ -1,0 +1,371 @@
+"""The hub in-process, through sinks that behave like a transport: fan-out, failures, resend seam."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sse_fast import Event, EventParser, Hub, InvalidEventError, ServerSentEvent
+from sse_fast.hub import OFFLINE, RESET_EVENT, SLOW_CONSUMER, WRITE_ERROR, Subscriber
+from sse_fast.stores import MemoryStore, SQLiteStore
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro_fn(), 30))
+
+
+class Connection:
+    """A subscriber's connection as a transport drives it: one write in flight, then ``ready``."""
+
+    def __init__(self, hub: Hub, uid: str, event_type: str | None = None, *, auto_ready: bool = True) -> None:
+        self.hub = hub
+        self.uid = uid
+        self.writes: list[bytes] = []
+        self.parser = EventParser()
+        self.events: list[ServerSentEvent] = []
+        self.closed = False
+        self.auto_ready = auto_ready
+        self.fail_next = False
+        self.sub: Subscriber | None = None
+        self.event_type = event_type
+
+    # SubscriberSink
+    def write(self, data: bytes) -> None:
+        if self.fail_next:
+            asyncio.get_running_loop().call_soon(self.hub.write_failed, self.sub, OSError("reset"))
+            return
+        self.writes.append(data)
+        self.events += self.parser.feed(data)
+        if self.auto_ready and self.sub is not None and not self.sub.replaying:
+            asyncio.get_running_loop().call_soon(self.hub.ready, self.sub)
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def open(self, last_event_id: str | None = None) -> Connection:
+        self.sub = self.hub.subscribe(self.uid, self, event_type=self.event_type, resume=last_event_id is not None)
+        if last_event_id is not None:
+            async for chunk in self.hub.replay(self.sub, last_event_id):
+                self.writes.append(chunk)
+                self.events += self.parser.feed(chunk)
+                await asyncio.sleep(0)
+        self.hub.ready(self.sub)
+        return self
+
+    def drop(self) -> None:
+        assert self.sub is not None
+        self.hub.unsubscribe(self.sub)
+
+    def seen(self) -> list[tuple[str, str]]:
+        return [(e.event, e.data) for e in self.events]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# ------------------------------------------------------------------ fan-out
+
+
+def test_each_event_is_encoded_once_and_shared_by_every_subscriber():
+    async def main() -> None:
+        hub = Hub()
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(50)]
+        await settle()
+        await hub.push(Event("tick", {"n": 1}))
+        await settle()
+        frames = [c.writes[-1] for c in conns]
+        assert all(f is frames[0] for f in frames)  # the very same bytes object
+        assert frames[0].endswith(b'event: tick\ndata: {"n":1}\n\n')
+        await hub.close()
+
+    run(main)
+
+
+def test_a_busy_subscriber_gets_everything_pending_in_one_write():
+    async def main() -> None:
+        hub = Hub()
+        await hub.start()
+        conn = Connection(hub, "u", auto_ready=False)
+        await conn.open()
+        await settle()
+        writes_before = len(conn.writes)
+        await hub.push(Event("n", 0))
+        await settle()
+        assert len(conn.writes) == writes_before + 1  # in flight: no ready yet
+        for n in range(1, 10):
+            await hub.push(Event("n", n))
+        await settle()
+        assert len(conn.writes) == writes_before + 1  # the others wait for ready
+        assert conn.sub is not None
+        hub.ready(conn.sub)
+        assert len(conn.writes) == writes_before + 2  # the other nine, joined
+        assert [e.data for e in conn.events] == [str(n) for n in range(10)]
+        assert hub.stats.deliveries == 10
+        await hub.close()
+
+    run(main)
+
+
+def test_unicast_and_broadcast_keep_push_order_per_subscriber():
+    async def main() -> None:
+        hub = Hub()
+        await hub.start()
+        conn = Connection(hub, "a", auto_ready=False)
+        await conn.open()
+        await settle()
+        await hub.push(Event("b", 0))
+        await hub.push(Event("u", 1), ["a"])
+        await hub.push(Event("b", 2))
+        await hub.push(Event("u", 3), ["a"])
+        assert conn.sub is not None
+        hub.ready(conn.sub)
+        await settle()
+        hub.ready(conn.sub)
+        assert [e.data for e in conn.events] == ["0", "1", "2", "3"]
+        ids = [int(e.id.rsplit("-", 1)[1]) for e in conn.events]
+        assert ids == sorted(ids)
+        await hub.close()
+
+    run(main)
+
+
+def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent():
+    async def main() -> None:
+        hub = Hub()
+        await hub.start()
+        conn = await Connection(hub, "a").open()
+        with pytest.raises(InvalidEventError, match=r"^events\[1\]\.event"):
+            await hub.push([Event("ok", 1), Event("bad\ntype", 2)])
+        with pytest.raises(InvalidEventError, match=r"^uids\[0\]"):
+            await hub.push(Event("ok", 1), [3])  # type: ignore[list-item]
+        with pytest.raises(InvalidEventError, match=r"^events\[0\]\.data"):
+            await hub.push(Event("ok", object()))
+        with pytest.raises(ValueError, match="^events"):
+            await hub.push([])
+        await settle()
+        assert conn.events == [] and hub.stats.events == 0
+        await hub.close()
+
+    run(main)
+
+
+# ----------------------------------------------------------------- failures
+
+
+def test_push_failed_callback_reasons():
+    async def main() -> None:
+        failures: list[tuple[str, str, str]] = []
+
+        async def on_failed(uid: str, event: Event, reason: str) -> None:
+            failures.append((uid, event.event, reason))
+
+        hub = Hub(on_push_failed=on_failed, ring_frames=4)
+        await hub.start()
+        await hub.push(Event("to-nobody", 1), ["ghost"])
+        slow = Connection(hub, "slow", auto_ready=False)
+        await slow.open()
+        broken = await Connection(hub, "broken").open()
+        await settle()
+        broken.fail_next = True
+        for n in range(6):
+            await hub.push(Event(f"e{n}", n))
+            await settle()
+        await hub.close()
+        reasons = {(uid, reason) for uid, _, reason in failures}
+        assert ("ghost", OFFLINE) in reasons
+        assert ("slow", SLOW_CONSUMER) in reasons
+        assert ("broken", WRITE_ERROR) in reasons
+        assert slow.closed and hub.stats.slow_consumers == 1
+        # Its one write never completed (no ready), so every event from that
+        # write on is reported, each exactly once.
+        missed = [ev for uid, ev, reason in failures if uid == "slow"]
+        assert missed == [f"e{n}" for n in range(6)]
+
+    run(main)
+
+
+def test_heartbeat_sweep_writes_to_quiet_subscribers_and_drops_stalled_ones():
+    async def main() -> None:
+        hub = Hub(heartbeat=0.05, stall_timeout=0.2)
+        await hub.start()
+        quiet = await Connection(hub, "q").open()
+        stalled = Connection(hub, "s", auto_ready=False)
+        await stalled.open()
+        await asyncio.sleep(0.5)
+        assert quiet.parser.comments >= 3
+        assert stalled.closed
+        assert hub.connections == 1
+        await hub.close()
+        assert quiet.closed
+
+    run(main)
+
+
+# ------------------------------------------------------------------ resend
+
+
+def _stores(tmp_path: Path) -> dict[str, Callable[[], Any]]:
+    return {
+        "memory": lambda: MemoryStore(),
+        "sqlite": lambda: SQLiteStore(str(tmp_path / "hub.db")),
+    }
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_replay_sends_what_a_user_may_see_after_its_id(tmp_path, kind):
+    async def main() -> None:
+        hub = Hub(store=_stores(tmp_path)[kind]())
+        await hub.start()
+        first = (await hub.push(Event("b", 0)))[0]
+        await hub.push(Event("for-a", 1), ["a"])
+        await hub.push(Event("for-b", 2), ["b"])
+        await hub.push(Event("b", 3))
+        conn = await Connection(hub, "a").open(last_event_id=first)
+        await settle()
+        assert conn.seen() == [("for-a", "1"), ("b", "3")]
+        await hub.push(Event("live", 4))
+        await settle()
+        assert conn.seen()[-1] == ("live", "4")
+        await hub.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("last_id", "reason"),
+    [("garbage", "malformed_id"), ("zzzzzzzz-1", "unknown_epoch"), ("", "malformed_id")],
+)
+def test_unresumable_ids_get_a_reset_event_then_everything_retained(last_id, reason):
+    async def main() -> None:
+        hub = Hub(store=MemoryStore())
+        await hub.start()
+        await hub.push(Event("x", 1))
+        await hub.push(Event("x", 2), ["other"])
+        conn = await Connection(hub, "a").open(last_event_id=last_id)
+        assert conn.events[0].event == RESET_EVENT
+        assert conn.events[0].json() == {"reason": reason, "last_event_id": last_id}
+        assert conn.seen()[1:] == [("x", "1")]
+        await hub.close()
+
+    run(main)
+
+
+def test_an_id_older_than_retention_gets_reset_expired():
+    async def main() -> None:
+        hub = Hub(store=MemoryStore(max_events=3))
+        await hub.start()
+        ids = [(await hub.push(Event("x", n)))[0] for n in range(6)]
+        conn = await Connection(hub, "a").open(last_event_id=ids[0])
+        assert conn.events[0].event == RESET_EVENT
+        assert conn.events[0].json()["reason"] == "expired"
+        assert [e.data for e in conn.events[1:]] == ["3", "4", "5"]
+        await hub.close()
+
+    run(main)
+
+
+def test_replay_streams_page_by_page_and_survives_ring_overflow():
+    async def main() -> None:
+        hub = Hub(store=MemoryStore(max_events=100_000), ring_frames=8, replay_page=10)
+        await hub.start()
+        first = (await hub.push(Event("x", 0)))[0]
+        for n in range(1, 200):
+            await hub.push(Event("x", n))
+        conn = Connection(hub, "a")
+        opening = asyncio.ensure_future(conn.open(last_event_id=first))
+        # Live pushes overflow the 8-frame ring while the replay is running.
+        for n in range(200, 260):
+            await hub.push(Event("x", n))
+            await asyncio.sleep(0)
+        await opening
+        await settle()
+        assert [int(e.data) for e in conn.events] == list(range(1, 260))
+        assert len(conn.writes) > 200 // 10  # paged, not one huge write
+        assert not conn.closed
+        await hub.close()
+
+    run(main)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 120))
+def test_seam_property_random_push_disconnect_reconnect(seed, steps):
+    """Whatever the interleaving, each user ends with exactly its events, once, in order."""
+
+    async def main() -> None:
+        rng = random.Random(seed)
+        hub = Hub(store=MemoryStore(max_events=100_000), ring_frames=16, replay_page=7)
+        await hub.start()
+        users = ["a", "b", "c"]
+        expected: dict[str, list[str]] = {u: [] for u in users}
+        received: dict[str, list[ServerSentEvent]] = {u: [] for u in users}
+        live: dict[str, Connection | None] = {u: None for u in users}
+        last_id: dict[str, str | None] = {u: None for u in users}
+        tasks: list[asyncio.Future[Any]] = []
+
+        def harvest(uid: str) -> None:
+            conn = live[uid]
+            if conn is not None:
+                received[uid] += [e for e in conn.events if e.event != RESET_EVENT]
+                if conn.events:
+                    last_id[uid] = conn.parser.last_event_id
+                conn.events = []
+
+        for n in range(steps):
+            action = rng.random()
+            uid = rng.choice(users)
+            if action < 0.55:
+                targets = None if rng.random() < 0.5 else rng.sample(users, rng.randint(1, 2))
+                tasks.append(asyncio.ensure_future(hub.push(Event("e", n), targets)))
+                for u in targets or users:
+                    expected[u].append(str(n))
+            elif action < 0.75 and live[uid] is not None:
+                await settle()
+                harvest(uid)
+                conn = live[uid]
+                assert conn is not None
+                conn.drop()
+                live[uid] = None
+            elif live[uid] is None:
+                conn = Connection(hub, uid)
+                live[uid] = conn
+                if last_id[uid] is None and not expected[uid]:
+                    await conn.open()
+                else:
+                    tasks.append(asyncio.ensure_future(conn.open(last_event_id=last_id[uid] or "")))
+            if rng.random() < 0.3:
+                await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        for uid in users:  # everyone reconnects at the end and catches up
+            if live[uid] is not None:
+                await settle()
+                harvest(uid)
+                conn = live[uid]
+                assert conn is not None
+                conn.drop()
+            conn = Connection(hub, uid)
+            live[uid] = conn
+            if last_id[uid] is None and not received[uid]:
+                await conn.open(last_event_id="")
+            else:
+                await conn.open(last_event_id=last_id[uid] or "")
+            await settle()
+            harvest(uid)
+        for uid in users:
+            got = [e.data for e in received[uid]]
+            ids = [e.id for e in received[uid]]
+            assert len(set(ids)) == len(ids), f"{uid}: duplicates {ids}"
+            assert got == expected[uid], f"{uid}: got {got}, expected {expected[uid]}"
+        await hub.close()
+
+    run(main)
