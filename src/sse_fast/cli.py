@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .client_cli import add_listen_parser, add_push_parser
 from .server import DEFAULT_STORE, ServeConfig, run
 
 
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sse-fast {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(subparsers)
+    add_listen_parser(subparsers)
+    add_push_parser(subparsers)
     return parser
 
 
