@@ -178,6 +178,8 @@ def test_until_stops_early() -> None:
     for f in frames(5):
         ring.append(f)
     assert ring.take(1, until=3) == (b"".join(frames(2, 1)), 3)
+    assert ring.take(0, until=4) == (b"".join(frames(4)), 4)
+    assert ring.collect(3, until=4) == (frames(1, 3)[0], 4, 1)
     assert ring.take(1, until=1) == (b"", 1)
     assert ring.take(0, until=100) == (b"".join(frames(5)), 5)
     assert ring.take(2, until=-1) == (b"".join(frames(3, 2)), 5)
@@ -288,42 +290,38 @@ class Model:
         return (b"".join(chosen), end, len(chosen))
 
 
-_op = st.one_of(
-    st.tuples(
-        st.just("append"),
-        st.binary(min_size=0, max_size=12),
-        st.sampled_from([None, "a", "b"]),
-        st.integers(0, 20),
-    ),
-    st.tuples(
-        st.just("collect"),
-        st.integers(-2, 40),
-        st.integers(-1, 40),
-        st.sampled_from([None, "a", "b"]),
-        st.integers(0, 20),
-    ),
-)
+_append = st.tuples(st.binary(min_size=0, max_size=8), st.sampled_from([None, "a", "b"]), st.integers(0, 20))
 
 
 @settings(max_examples=300, deadline=None)
-@given(max_frames=st.integers(1, 6), max_bytes=st.integers(12, 40), ops=st.lists(_op, max_size=60))
-def test_ring_matches_model(max_frames: int, max_bytes: int, ops: list[tuple[object, ...]]) -> None:
+@given(
+    max_frames=st.integers(1, 8),
+    max_bytes=st.integers(8, 60),
+    appends=st.lists(_append, min_size=1, max_size=40),
+)
+def test_ring_matches_model(
+    max_frames: int, max_bytes: int, appends: list[tuple[bytes, str | None, int]]
+) -> None:
+    """After every append, every take the ring can be asked for equals the model's."""
     ring = FanoutRing(max_frames, max_bytes)
     model = Model(max_frames, max_bytes)
-    for op in ops:
-        if op[0] == "append":
-            _, frame, event_type, seq = op
-            assert ring.append(frame, event_type, seq) == model.append(frame, event_type, seq)  # type: ignore[arg-type]
-        else:
-            _, cursor, until, event_type, after_seq = op
-            try:
-                expected = model.collect(cursor, until, event_type, after_seq)  # type: ignore[arg-type]
-            except CursorLagging:
-                assert ring.is_lagging(cursor)  # type: ignore[arg-type]
-                with pytest.raises(CursorLagging):
-                    ring.collect(cursor, until, event_type, after_seq)  # type: ignore[arg-type]
-            else:
-                assert ring.collect(cursor, until, event_type, after_seq) == expected  # type: ignore[arg-type]
-                assert ring.take(cursor, until, event_type, after_seq) == expected[:2]  # type: ignore[arg-type]
+    for frame, event_type, seq in appends:
+        assert ring.append(frame, event_type, seq) == model.append(frame, event_type, seq)
         assert (ring.head, ring.tail, len(ring)) == (model.head, model.tail, len(model.kept))
         assert ring.nbytes == sum(len(k[1]) for k in model.kept)
+        positions = range(model.tail - 1, model.head + 2)
+        for cursor in positions:
+            for until in [-1, *positions]:
+                for type_filter in (None, "a"):
+                    for after_seq in (0, 10):
+                        args = (cursor, until, type_filter, after_seq)
+                        try:
+                            expected = model.collect(*args)
+                        except CursorLagging:
+                            assert ring.is_lagging(cursor)
+                            with pytest.raises(CursorLagging):
+                                ring.collect(*args)
+                            continue
+                        assert not ring.is_lagging(cursor)
+                        assert ring.collect(*args) == expected, args
+                        assert ring.take(*args) == expected[:2], args
