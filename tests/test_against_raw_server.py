@@ -324,3 +324,18 @@ def test_an_error_body_that_never_ends_does_not_hang_the_client() -> None:
 
     with RawServer([Reply("500 Internal Server Error", headers=[], body=[b"partial", HOLD])]) as server:
         run(main(server))
+
+
+def test_a_non_ascii_last_event_id_is_sent_as_utf8() -> None:
+    async def main(server: RawServer) -> list[ServerSentEvent]:
+        got: list[ServerSentEvent] = []
+        client = Client(server.url, retry=0.01)
+        client.on("message", got.append)
+        await asyncio.wait_for(client.connect(), LIMIT)
+        await asyncio.wait_for(client.wait(), LIMIT)
+        return got
+
+    with RawServer([Reply(body=["id: é-日本\ndata: x\n\n".encode()]), NO_CONTENT]) as server:
+        assert run(main(server)) == [ServerSentEvent("x", id="é-日本")]
+        second = server.wait_for_requests(2)[1]
+    assert second.headers["last-event-id"].encode("latin-1").decode() == "é-日本"

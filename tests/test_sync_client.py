@@ -122,3 +122,15 @@ def test_async_callbacks_are_refused() -> None:
 
     with pytest.raises(TypeError):
         SyncClient("http://127.0.0.1:1/").on("message", cb)
+
+
+def test_a_non_ascii_last_event_id_is_sent_as_utf8() -> None:
+    with RawServer([Reply(body=["id: é-日本\ndata: x\n\n".encode()]), NO_CONTENT]) as server:
+        client = SyncClient(server.url, retry=0.01)
+        events: list[ServerSentEvent] = []
+        thread = in_thread(lambda: events.extend(client))
+        thread.join(LIMIT)
+        assert not thread.is_alive()
+        second = server.wait_for_requests(2)[1]
+    assert events == [ServerSentEvent("x", id="é-日本")]
+    assert second.headers["last-event-id"].encode("latin-1").decode() == "é-日本"

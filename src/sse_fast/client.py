@@ -200,7 +200,7 @@ class Client(_EventSourceBase):
             loop = asyncio.get_running_loop()
             self._opened = loop.create_future()
             self._done = asyncio.Event()
-            if self._channel is None and not self._listeners:
+            if self._channel is None and not any(self._listeners.values()):
                 self._channel = _EventChannel(self._max_queue)
             self._task = loop.create_task(self._run(), name=f"sse_fast.Client({self.url})")
         assert self._opened is not None
@@ -298,7 +298,8 @@ class Client(_EventSourceBase):
         """One connection: read it until it ends; False if the server said 204."""
         policy = self._policy
         http = self._http_client()
-        headers = policy.request_headers(self._headers)
+        # UTF-8, as browsers send it: a Last-Event-ID may be any text but CR, LF and NUL.
+        headers = httpx.Headers(policy.request_headers(self._headers), encoding="utf-8")
         async with http.stream(
             "GET", self.url, headers=headers, timeout=self._timeout, follow_redirects=True
         ) as response:

@@ -160,7 +160,8 @@ class SyncClient(_EventSourceBase):
         policy = self._policy
         if self._http is None:
             self._http = httpx.Client()
-        headers = policy.request_headers(self._headers)
+        # UTF-8, as browsers send it: a Last-Event-ID may be any text but CR, LF and NUL.
+        headers = httpx.Headers(policy.request_headers(self._headers), encoding="utf-8")
         with self._http.stream(
             "GET", self.url, headers=headers, timeout=self._timeout, follow_redirects=True
         ) as response:
