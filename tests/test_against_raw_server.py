@@ -292,14 +292,15 @@ def test_unreachable_server_is_retried_then_given_up() -> None:
 
     async def main(url: str) -> None:
         client = Client(url, retry=0.01, max_attempts=2)
-        client.on_error(errors.append)
+        client.on_error(lambda e: errors.append((type(e), str(client.state))))
         with pytest.raises(RetriesExhaustedError):
             await asyncio.wait_for(client.connect(), LIMIT)
 
     with RawServer([NO_CONTENT]) as server:
         url = server.url  # the port is free again once the server is gone
     run(main(url))
-    assert [type(e) for e in errors] == [ConnectionLostError, RetriesExhaustedError]
+    # As with EventSource's onerror, the state says whether the client is retrying or done.
+    assert errors == [(ConnectionLostError, "connecting"), (RetriesExhaustedError, "closed")]
 
 
 def test_callbacks_added_after_connect_never_stall_on_the_unread_buffer() -> None:

@@ -282,6 +282,7 @@ class Client(_EventSourceBase):
         except ClientStoppedError as exc:
             error = exc
             logger.warning("%s: %s; not reconnecting", self.url, exc)
+            self._state = ClientState.CLOSED
             await self._notify(self._error_listeners, exc)
         except asyncio.CancelledError:
             if not self._closed_by_caller:
