@@ -413,7 +413,7 @@ def fmt(v: Any, nd: int = 1) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:,.{nd}f}"
+        return f"{v:,.{0 if abs(v) >= 1000 else nd}f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
@@ -715,6 +715,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true", help="200 subscribers, 3 s steps, short sweeps")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "fanout.json")
     ap.add_argument("--plot", type=Path, default=None, help="PNG path (default: beside --out)")
+    ap.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="render earlier JSON results (later files win for the same step) instead of running",
+    )
     args = ap.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in args.servers:
@@ -735,40 +742,115 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    import uvloop
+def summary_table(results: list[dict[str, Any]]) -> str:
+    """One row per server: the headline figure of each scenario, and its ratio to sse_fast."""
 
-    args = parse_args(argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    _raise_nofile()
-    if args.load_core >= 0 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {args.load_core})
-    doc = uvloop.run(main_async(args))
-    args.out.write_text(json.dumps(doc, indent=2))
-    plot(doc["results"], args.plot)
-    print(f"# Fan-out side by side ({doc['started']})\n")
-    print(f"command: {doc['command']}")
-    print(table(doc["results"]))
+    def one(scen: str, server: str) -> dict[str, Any] | None:
+        rows = [r for r in results if r["scenario"] == scen and r["server"] == server]
+        return rows[0] if rows else None
+
+    sat = saturation_summary(results)
+    idle = idle_projection(results)
+    servers = [s for s in SERVERS if any(r["server"] == s for r in results)]
+    cols: list[tuple[str, Any]] = [
+        ("b5 us/event", lambda s: (one("b5", s) or {}).get("cpu_us_per_event")),
+        ("b5 p99 ms", lambda s: ((one("b5", s) or {}).get("latency_ms") or {}).get("p99")),
+        ("b20 delivered %", lambda s: _pct((one("b20", s) or {}).get("delivered_ratio"))),
+        ("b20 us/event", lambda s: (one("b20", s) or {}).get("cpu_us_per_event")),
+        ("b20 p99 ms", lambda s: ((one("b20", s) or {}).get("latency_ms") or {}).get("p99")),
+        ("sat events/s", lambda s: (sat.get(f"sat:{s}") or {}).get("delivered_per_s")),
+        ("sat_small events/s", lambda s: (sat.get(f"sat_small:{s}") or {}).get("delivered_per_s")),
+        ("idle KiB/conn", lambda s: (idle.get(s) or {}).get("rss_per_conn_kib_at_max")),
+        ("100k proj. MiB", lambda s: (idle.get(s) or {}).get("projected_100k_mib")),
+        ("idle CPU %", lambda s: (idle.get(s) or {}).get("idle_cpu_pct")),
+        ("unicast p99 ms", lambda s: ((one("unicast", s) or {}).get("latency_ms") or {}).get("p99")),
+        ("unicast us/push", lambda s: (one("unicast", s) or {}).get("cpu_us_per_event")),
+    ]
+    cols = [(n, f) for n, f in cols if any(f(s) is not None for s in servers)]
+    lines = ["| server | " + " | ".join(n for n, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for s in servers:
+        lines.append(f"| {s} | " + " | ".join(fmt(f(s), 2) for _, f in cols) + " |")
+    if "sse_fast" in servers:
+        for s in servers:
+            if s == "sse_fast":
+                continue
+            lines.append(
+                f"| sse_fast / {s} | " + " | ".join(ratio(f("sse_fast"), f(s)) for _, f in cols) + " |"
+            )
+    return "\n".join(lines)
+
+
+def _pct(v: Any) -> float | None:
+    return round(v * 100, 1) if isinstance(v, (int, float)) else None
+
+
+def render(doc: dict[str, Any]) -> str:
+    out = [f"# Fan-out side by side ({doc['started']})", "", f"command: {doc['command']}", "", "summary:", ""]
+    out.append(summary_table(doc["results"]))
+    out.append(table(doc["results"]))
     if doc["saturation"]:
-        print("\nsaturation (best delivered/s):")
+        out.append("\nsaturation (best delivered/s):")
         for v in doc["saturation"].values():
-            print(
+            out.append(
                 f"  {v['scenario']:9} {v['server']:14} {v['delivered_per_s']:>12,.0f}/s at {v['at_rate']:g} "
                 f"broadcasts/s ({v['cpu_us_per_event']} us/event)"
             )
     if doc["idle"]:
-        print("\nidle memory (slope of two sizes, projection to 100,000):")
+        out.append("\nidle memory (slope of two sizes, projection to 100,000):")
         for name, v in doc["idle"].items():
-            print(
+            out.append(
                 f"  {name:14} {v['rss_per_conn_kib_at_max']} KiB/conn at {v['sizes'][1]:,}, slope "
                 f"{v['slope_kib_per_conn']} KiB/conn, 100k -> {v['projected_100k_mib']:,.0f} MiB, "
                 f"idle CPU {v['idle_cpu_pct']}%, heartbeats/conn {v['heartbeats_per_conn']}"
             )
     if doc["targets"]:
-        print("\ntargets:")
-        for t in doc["targets"]:
-            print("  " + t)
+        out.append("\ntargets:")
+        out.extend("  " + t for t in doc["targets"])
+    return "\n".join(out)
+
+
+def merge_reports(paths: list[Path]) -> dict[str, Any]:
+    """Results of several JSON files; a later file's record replaces an earlier one for the same step."""
+    merged: dict[tuple[str, str, int, float], dict[str, Any]] = {}
+    runs: list[dict[str, Any]] = []
+    docs = [json.loads(p.read_text()) for p in paths]
+    for d in docs:
+        for r in d["results"]:
+            merged[(r["server"], r["scenario"], r["subscribers"], r["rate"])] = r
+        runs.extend(d.get("runs", []))
+    order = {s: i for i, s in enumerate(SCENARIOS)}
+    results = sorted(
+        merged.values(),
+        key=lambda r: (order.get(r["scenario"], 99), r["subscribers"], r["rate"], SERVERS.index(r["server"])),
+    )
+    return {
+        "started": ", ".join(d["started"] for d in docs),
+        "machine": docs[-1]["machine"],
+        "command": " ; ".join(d["command"] for d in docs),
+        "results": results,
+        "runs": runs,
+        "saturation": saturation_summary(results),
+        "idle": idle_projection(results),
+        "targets": targets(results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvloop
+
+    args = parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        doc = merge_reports(args.report)
+    else:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
+        _raise_nofile()
+        if args.load_core >= 0 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {args.load_core})
+        doc = uvloop.run(main_async(args))
+    args.out.write_text(json.dumps(doc, indent=2))
+    plot(doc["results"], args.plot)
+    print(render(doc))
     print(f"\nJSON: {args.out}\nplot: {args.plot}")
     return 0
 

@@ -233,7 +233,19 @@ class SubscriberProtocol(asyncio.Protocol):
                 return
             data = rest
         if self.chunked:
-            data = self._dechunk(data)
+            # fast path: the read is exactly one whole chunk (the usual case for an SSE stream)
+            i = data.find(b"\r\n") if not (self._chunk_left or self._skip or self._line) else -1
+            if 0 < i <= 8:
+                try:
+                    end = i + 2 + int(data[:i], 16)
+                except ValueError:
+                    end = -1
+                if end > i + 2 and len(data) == end + 2 and data[end:] == b"\r\n":
+                    data = data[i + 2 : end]
+                else:
+                    data = self._dechunk(data)
+            else:
+                data = self._dechunk(data)
             if not data:
                 return
         try:
@@ -250,9 +262,12 @@ class SubscriberProtocol(asyncio.Protocol):
             if self.track:
                 now = time.time()
                 hist = c.hist
-                t_of = c.t_of
+                tcache = c.tcache
                 for ev in evs:
-                    t = t_of(ev.data)
+                    d = ev.data
+                    t = tcache.get(d)
+                    if t is None:
+                        t = c.t_of(d)
                     if t < 0:
                         continue
                     lat = now - t
