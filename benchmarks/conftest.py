@@ -10,14 +10,21 @@ Two kinds of test live in this folder:
 
 The guard never looks at absolute times: machines differ and these ones are
 shared.  It times the compiled and the plain-Python version of the same work
-in alternating rounds of the same run, takes the median of the per-round
-ratios (reference time / compiled time), and compares that ratio with the one
-stored in ``benchmarks/baseline.json``: the test fails when
+in alternating short rounds of the same run (so a slow spell of the machine
+hits both), takes each side's median time per call, and compares the ratio of
+the two medians (reference / compiled) with the one stored in
+``benchmarks/baseline.json``: the test fails when
 
     ratio < baseline * (1 - MARGIN)          MARGIN = 0.40
 
 (40%: a shared two-core machine moves single ratios by 10-20%; a real
 regression, such as a per-byte Python call in the parser, costs far more).
+Rounds are short (~1 ms a side) and many, so that the medians come from
+rounds the scheduler did not interrupt even when the machine is overloaded
+(a median of per-round *ratios* would need both sides of a round undisturbed).
+A ratio below its floor is measured again, up to three attempts in all, and
+the best attempt counts: a regression fails every attempt, a busy spell of the
+machine rarely does.  A refresh runs all three and records the middle one.
 ``SSE_FAST_SPEEDUP_MARGIN=0.5`` loosens it for one run.
 
 Refresh the baseline after an intended change (on a quiet machine), and
@@ -59,8 +66,9 @@ BASELINE_PATH = Path(__file__).with_name("baseline.json")
 MARGIN = float(os.environ.get("SSE_FAST_SPEEDUP_MARGIN", "0.40"))
 UPDATE_BASELINE = os.environ.get("SSE_FAST_UPDATE_BASELINE") == "1"
 
-ROUNDS = 31                 # paired rounds per ratio (odd: the median is one of them)
-SAMPLE_SECONDS = 0.004      # each side of a round runs about this long
+ROUNDS = 101                # alternating rounds per ratio (odd: the median is one of them)
+SAMPLE_SECONDS = 0.001      # each side of a round runs about this long
+ATTEMPTS = 3                # a ratio below its floor is measured again, up to this many times
 
 
 # --------------------------------------------------------------------------
@@ -112,7 +120,7 @@ def chunks(stream: bytes) -> list[bytes]:
 @dataclass
 class Speedup:
     name: str
-    ratio: float            # median over rounds of reference time / compiled time
+    ratio: float            # reference_ns / compiled_ns
     compiled_ns: float      # median time of one compiled call
     reference_ns: float     # median time of one reference call
     baseline: float | None  # the stored ratio (None when there is none yet)
@@ -133,6 +141,34 @@ def _calls_per_sample(fn: Callable[[], object]) -> int:
         if elapsed >= SAMPLE_SECONDS / 4:
             return max(1, round(n * SAMPLE_SECONDS / elapsed))
         n *= 4
+
+
+def _measure_once(
+    compiled: Callable[[], object], reference: Callable[[], object], rounds: int
+) -> tuple[float, float, float]:
+    """``(reference median / compiled median, compiled median, reference median)`` in seconds per call."""
+    gc_was_enabled = gc.isenabled()
+    try:
+        compiled(), reference()                       # warm up (imports, caches)
+        n_compiled = _calls_per_sample(compiled)
+        n_reference = _calls_per_sample(reference)
+        gc.collect()
+        gc.disable()
+        compiled_times, reference_times = [], []
+        for r in range(rounds):
+            # Alternate which side goes first, so neither always runs on a warm cache.
+            if r % 2:
+                reference_times.append(_run(reference, n_reference) / n_reference)
+                compiled_times.append(_run(compiled, n_compiled) / n_compiled)
+            else:
+                compiled_times.append(_run(compiled, n_compiled) / n_compiled)
+                reference_times.append(_run(reference, n_reference) / n_reference)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    compiled_median = statistics.median(compiled_times)
+    reference_median = statistics.median(reference_times)
+    return reference_median / compiled_median, compiled_median, reference_median
 
 
 def _load_baseline() -> dict[str, Any]:
@@ -160,45 +196,32 @@ class SpeedupRegistry:
     ) -> Speedup:
         if name in self.measured:
             raise ValueError(f"speedup {name!r} measured twice in one session")
-        gc_was_enabled = gc.isenabled()
-        try:
-            compiled(), reference()                       # warm up (imports, caches)
-            n_compiled = _calls_per_sample(compiled)
-            n_reference = _calls_per_sample(reference)
-            gc.collect()
-            gc.disable()
-            compiled_times, reference_times, ratios = [], [], []
-            for r in range(rounds):
-                # Alternate which side goes first, so neither always runs on a warm cache.
-                if r % 2:
-                    ref = _run(reference, n_reference) / n_reference
-                    comp = _run(compiled, n_compiled) / n_compiled
-                else:
-                    comp = _run(compiled, n_compiled) / n_compiled
-                    ref = _run(reference, n_reference) / n_reference
-                compiled_times.append(comp)
-                reference_times.append(ref)
-                ratios.append(ref / comp)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         entry = self.baseline.get(name)
         baseline = float(entry["ratio"]) if entry else None
-        result = Speedup(
-            name=name,
-            ratio=statistics.median(ratios),
-            compiled_ns=statistics.median(compiled_times) * 1e9,
-            reference_ns=statistics.median(reference_times) * 1e9,
-            baseline=baseline,
-            floor=baseline * (1 - MARGIN) if baseline is not None else None,
-        )
+        floor = baseline * (1 - MARGIN) if baseline is not None else None
+        attempts: list[Speedup] = []
+        for _ in range(ATTEMPTS):
+            ratio, compiled_s, reference_s = _measure_once(compiled, reference, rounds)
+            attempts.append(Speedup(name, ratio, compiled_s * 1e9, reference_s * 1e9, baseline, floor))
+            if not UPDATE_BASELINE and self._passes(attempts[-1], minimum):
+                break
+        # A refresh records the middle of its attempts; a check keeps its best one.
+        attempts.sort(key=lambda a: a.ratio)
+        result = attempts[len(attempts) // 2] if UPDATE_BASELINE else attempts[-1]
         self.measured[name] = result
-        self.check(result, minimum)
+        self.check(result, minimum, [a.ratio for a in attempts])
         return result
 
-    def check(self, result: Speedup, minimum: float | None) -> None:
+    @staticmethod
+    def _passes(result: Speedup, minimum: float | None) -> bool:
+        if minimum is not None and result.ratio < minimum:
+            return False
+        return result.floor is not None and result.ratio >= result.floor
+
+    def check(self, result: Speedup, minimum: float | None, ratios: list[float]) -> None:
         figures = (
-            f"compiled {result.compiled_ns:,.0f} ns, plain Python {result.reference_ns:,.0f} ns per call"
+            f"compiled {result.compiled_ns:,.0f} ns, plain Python {result.reference_ns:,.0f} ns per call; "
+            f"ratios of the attempts: {', '.join(f'{r:.2f}x' for r in ratios)}"
         )
         if minimum is not None and result.ratio < minimum:
             pytest.fail(
@@ -239,7 +262,7 @@ class SpeedupRegistry:
             }
         document = {
             "about": (
-                "Speed-up of the compiled core over plain Python (median of paired rounds, same run), "
+                "Speed-up of the compiled core over plain Python (ratio of median times, same run), "
                 "guarded by benchmarks/conftest.py: a run fails below ratio * (1 - margin). "
                 "Times are for information only. Refresh: SSE_FAST_UPDATE_BASELINE=1 pytest benchmarks"
             ),
@@ -276,7 +299,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _registry is None or not _registry.measured:
         return
     write = terminalreporter.write_line
-    terminalreporter.section("speed-up vs plain Python (median of paired rounds)")
+    terminalreporter.section("speed-up vs plain Python (ratio of median times, alternating rounds)")
     for result in _registry.measured.values():
         base = "no baseline"
         if result.baseline is not None and result.floor is not None:
