@@ -17,7 +17,7 @@ the two medians (reference / compiled) with the one stored in
 
     ratio < baseline * (1 - MARGIN)          MARGIN = 0.40
 
-(40%: a shared two-core machine moves single ratios by 10-20%; a real
+(40%: on a shared two-core machine single ratios move by up to 20-30%; a real
 regression, such as a per-byte Python call in the parser, costs far more).
 Rounds are short (~1 ms a side) and many, so that the medians come from
 rounds the scheduler did not interrupt even when the machine is overloaded
