@@ -153,6 +153,12 @@ class SSEApp:
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Future[None]] = set()
 
+    def add_route(
+        self, method: str, path: str, handler: Callable[[Request, Scope, Receive, Send], Awaitable[None]]
+    ) -> None:
+        """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in."""
+        self._routes[(method, path)] = handler
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
