@@ -37,6 +37,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("--ring-frames", type=int, default=4096, help="frames a subscriber may fall behind")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--no-dashboard", dest="dashboard", action="store_false",
+        help="do not serve the live dashboard (GET /, /dashboard) and its stats stream (/stats/stream)",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -54,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         store=None if args.store in ("", "none") else args.store,
         ring_frames=args.ring_frames,
         log_level=args.log_level,
+        dashboard=args.dashboard,
     )
     try:
         config.validate()

@@ -40,6 +40,7 @@ class ServeConfig:
     store: str | None = DEFAULT_STORE
     ring_frames: int = 4096
     log_level: str = "info"
+    dashboard: bool = True
 
     def validate(self) -> None:
         """Refuse settings that would misbehave, naming the option and the rule."""
@@ -82,13 +83,18 @@ def build_hub(config: ServeConfig) -> Hub:
 
 def build_app(config: ServeConfig, hub: Hub | None = None) -> SSEApp:
     resolver: UidResolver = JWTAuth(config.jwt_secret) if config.jwt_secret else query_uid
-    return SSEApp(
+    app = SSEApp(
         hub if hub is not None else build_hub(config),
         resolve_uid=resolver,
         push_token=config.push_token,
         cors_origins=config.cors_origins,
         max_body=config.max_body,
     )
+    if config.dashboard:
+        from .dashboard import install_dashboard
+
+        install_dashboard(app)
+    return app
 
 
 def create_app() -> SSEApp:
