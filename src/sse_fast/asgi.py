@@ -24,14 +24,10 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-import orjson
-
-from .auth import HTTPError, UidResolver, check_push_token, query_uid
-from .errors import InvalidEventError, SSEFastError
-from .event import Event
+from .auth import HTTPError, UidResolver, query_uid
 from .hub import Hub, HubClosedError, HubFullError, Subscriber
-from .metrics import render_metrics
 from .request import Request
+from .routes import Response, Routes
 
 logger = logging.getLogger("sse_fast.asgi")
 
@@ -39,19 +35,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-STREAM_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-PREFLIGHT_HEADERS = [
-    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-    (b"access-control-allow-headers", b"Authorization, Content-Type, Last-Event-ID, Event-Type"),
-    (b"access-control-max-age", b"600"),
-]
-MAX_PUSH_EVENTS = 10_000
-
 
 class StreamSink:
     """The hub's handle on one streaming response.
@@ -112,17 +95,15 @@ class StreamSink:
 
 
 class SSEApp:
-    """An ASGI application serving a hub.
+    """An ASGI application serving a hub (see :class:`~sse_fast.routes.Routes` for the options).
 
-    ``resolve_uid`` maps a request to a user id (default :func:`query_uid`;
-    use :class:`~sse_fast.auth.JWTAuth` for tokens).  ``push_token``, when
-    set, is required as ``Authorization: Bearer`` on ``/push``, ``/stats``
-    and ``/metrics``.  ``cors_origins`` lists the origins allowed to
-    subscribe and push from a browser (``"*"`` for any).  ``watch_disconnect``
-    keeps one waiter per subscriber on ``receive()``: granian and uvicorn
-    report a client's disconnect there at once, while their ``send`` to a
-    closed connection returns quietly, so without it a gone client would be
-    noticed only when its socket's buffer fills.
+    ``watch_disconnect`` keeps one waiter per subscriber on ``receive()``:
+    granian and uvicorn report a client's disconnect there at once, while
+    their ``send`` to a closed connection returns quietly, so without it a
+    gone client would be noticed only when its socket's buffer fills.
+    ``manage_hub`` lets the app start the hub (at lifespan startup or on the
+    first request) and close it at shutdown; turn it off when the enclosing
+    application owns the hub's life.
     """
 
     def __init__(
@@ -137,19 +118,19 @@ class SSEApp:
         manage_hub: bool = True,
     ) -> None:
         self.hub = hub
-        self.resolve_uid = resolve_uid
-        self.push_token = push_token
-        self.cors_origins = frozenset(cors_origins)
-        self.max_body = max_body
+        self.routes = Routes(
+            hub, resolve_uid=resolve_uid, push_token=push_token, cors_origins=cors_origins, max_body=max_body
+        )
         self.watch_disconnect = watch_disconnect
         self.manage_hub = manage_hub
         self._routes: dict[tuple[str, str], Callable[[Request, Scope, Receive, Send], Awaitable[None]]] = {
             ("GET", "/events"): self._subscribe,
             ("POST", "/push"): self._push,
-            ("GET", "/stats"): self._stats,
-            ("GET", "/metrics"): self._metrics,
-            ("GET", "/healthz"): self._healthz,
+            ("GET", "/stats"): self._answer(self.routes.stats),
+            ("GET", "/metrics"): self._answer(self.routes.metrics),
+            ("GET", "/healthz"): self._answer(self.routes.healthz),
         }
+        self.routes.known.update(self._routes)
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Future[None]] = set()
 
@@ -158,6 +139,23 @@ class SSEApp:
     ) -> None:
         """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in."""
         self._routes[(method, path)] = handler
+        self.routes.known.add((method, path))
+
+    @property
+    def resolve_uid(self) -> UidResolver:
+        return self.routes.resolve_uid
+
+    @property
+    def push_token(self) -> str | None:
+        return self.routes.push_token
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return self.routes.cors_origins
+
+    @property
+    def max_body(self) -> int:
+        return self.routes.max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -218,74 +216,48 @@ class SSEApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request.from_scope(scope)
-        cors = self._cors_headers(request)
         try:
             if request.method == "OPTIONS":
-                await _respond(send, 204, b"", self._preflight_headers(request, cors))
+                await _send_response(send, self.routes.preflight(request))
                 return
-            route = self._routes.get((request.method, request.path))
-            if route is None:
-                if request.method == "HEAD" and (("GET", request.path) in self._routes):
-                    raise HTTPError(405, "method: HEAD is not supported, use GET", [(b"allow", b"GET")])
-                allowed = [m for (m, p) in self._routes if p == request.path]
-                if allowed:
-                    raise HTTPError(
-                        405, f"method: {request.method} not allowed, use {allowed[0]}",
-                        [(b"allow", ", ".join(allowed).encode())],
-                    )
-                raise HTTPError(404, f"path: no route for {request.path}")
+            self.routes.check_route(request)
             await self._ensure_started()
-            await route(request, scope, receive, send)
+            await self._routes[(request.method, request.path)](request, scope, receive, send)
         except HTTPError as exc:
-            await _respond_json(send, exc.status, _error_body(exc.status, exc.reason), exc.headers + cors)
+            await _send_response(send, self.routes.error(request, exc))
 
-    def _cors_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
-        origin = request.header(b"origin")
-        if not origin or not self.cors_origins:
-            return []
-        if origin in self.cors_origins:
-            return [
-                (b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"access-control-allow-credentials", b"true"),
-                (b"vary", b"Origin"),
-            ]
-        if "*" in self.cors_origins:
-            return [(b"access-control-allow-origin", b"*")]
-        return []
+    @staticmethod
+    def _answer(
+        handler: Callable[[Request], Response],
+    ) -> Callable[[Request, Scope, Receive, Send], Awaitable[None]]:
+        async def route(request: Request, scope: Scope, receive: Receive, send: Send) -> None:
+            await _send_response(send, handler(request))
 
-    def _preflight_headers(
-        self, request: Request, cors: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        if not cors:
-            return []
-        return [*cors, *PREFLIGHT_HEADERS]
+        return route
 
     # ------------------------------------------------------------ subscribe
 
     async def _subscribe(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-        resolved = self.resolve_uid(request)
-        uid = resolved if isinstance(resolved, str) else await resolved
-        event_type = request.query("event_type") or request.header(b"event-type") or None
-        last_event_id = request.header(b"last-event-id")
-        if last_event_id is None:
-            last_event_id = request.query("last_event_id")
+        wanted = await self.routes.subscription(request)
         hub = self.hub
         sink = StreamSink(asyncio.current_task())
         try:
-            sub = hub.subscribe(uid, sink, event_type=event_type, resume=last_event_id is not None)
+            sub = hub.subscribe(
+                wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
+            )
         except HubFullError as exc:
             raise HTTPError(503, f"connections: {exc}", [(b"retry-after", b"5")]) from None
         except HubClosedError:
             raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
-        watcher = self._watch(scope, receive, sink)
+        watcher = self._watch(receive, sink)
         try:
-            await self._stream(sub, sink, send, self._cors_headers(request), last_event_id)
+            await self._stream(sub, sink, send, self.routes.stream_headers(request), wanted.last_event_id)
         finally:
             if watcher is not None:
                 watcher.cancel()
             hub.unsubscribe(sub)
 
-    def _watch(self, scope: Scope, receive: Receive, sink: StreamSink) -> asyncio.Future[Any] | None:
+    def _watch(self, receive: Receive, sink: StreamSink) -> asyncio.Future[Any] | None:
         if not self.watch_disconnect:
             return None
         waiter = asyncio.ensure_future(_await_disconnect(receive))
@@ -297,13 +269,13 @@ class SSEApp:
         sub: Subscriber,
         sink: StreamSink,
         send: Send,
-        cors: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]],
         last_event_id: str | None,
     ) -> None:
         hub = self.hub
         try:
             sink.sending = True
-            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS + cors})
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             first = sink.pending
             sink.pending = None
             if first:
@@ -335,82 +307,25 @@ class SSEApp:
     # ----------------------------------------------------------------- push
 
     async def _push(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-        check_push_token(request, self.push_token)
-        body = await self._read_body(request, receive)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPError(400, f"body: invalid JSON ({exc})") from None
-        if not isinstance(payload, dict):
-            raise HTTPError(400, "body: must be a JSON object")
-        unknown = set(payload) - {"uids", "events"}
-        if unknown:
-            raise HTTPError(400, f"{sorted(unknown)[0]}: unknown field")
-        raw_events = payload.get("events")
-        if not isinstance(raw_events, list):
-            raise HTTPError(400, "events: required, a list of events")
-        if not raw_events:
-            raise HTTPError(400, "events: must contain at least one event")
-        if len(raw_events) > MAX_PUSH_EVENTS:
-            raise HTTPError(400, f"events: at most {MAX_PUSH_EVENTS} per push")
-        uids = payload.get("uids")
-        if uids is not None and not isinstance(uids, list):
-            raise HTTPError(400, "uids: must be a list of strings")
-        try:
-            events = [Event.from_json(obj, i) for i, obj in enumerate(raw_events)]
-            ids = await self.hub.push(events, uids)
-        except InvalidEventError as exc:
-            raise HTTPError(400, str(exc)) from None
-        except HubClosedError:
-            raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
-        except SSEFastError as exc:
-            raise HTTPError(400, str(exc)) from None
-        await _respond_json(
-            send, 200, {"code": 0, "msg": "ok", "data": {"ids": ids}}, self._cors_headers(request)
-        )
+        self.routes.check_push(request)
+        body = await self._read_body(receive)
+        await _send_response(send, await self.routes.push(request, body))
 
-    async def _read_body(self, request: Request, receive: Receive) -> bytes:
-        declared = request.header(b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise HTTPError(400, "content-length: not an integer") from None
-            if size > self.max_body:
-                raise HTTPError(413, f"body: larger than {self.max_body} bytes")
+    async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         total = 0
+        limit = self.routes.max_body
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise HTTPError(400, "body: client disconnected before sending it")
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.max_body:
-                raise HTTPError(413, f"body: larger than {self.max_body} bytes")
+            if total > limit:
+                raise self.routes.body_too_large()
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
-
-    # ------------------------------------------------------------- figures
-
-    async def _stats(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-        check_push_token(request, self.push_token)
-        await _respond_json(send, 200, self.hub.snapshot(), self._cors_headers(request))
-
-    async def _metrics(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-        check_push_token(request, self.push_token)
-        await _respond(
-            send,
-            200,
-            render_metrics(self.hub.snapshot()).encode(),
-            [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
-        )
-
-    async def _healthz(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.hub.closing:
-            raise HTTPError(503, "server: shutting down")
-        await _respond_json(send, 200, {"status": "ok", "connections": self.hub.connections}, [])
 
 
 async def _await_disconnect(receive: Receive) -> None:
@@ -420,18 +335,8 @@ async def _await_disconnect(receive: Receive) -> None:
             return
 
 
-def _error_body(status: int, reason: str) -> dict[str, Any]:
-    return {"code": status, "msg": reason, "data": {}}
-
-
-async def _respond_json(
-    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]]
-) -> None:
-    await _respond(send, status, orjson.dumps(body), [(b"content-type", b"application/json"), *headers])
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    with contextlib.suppress(Exception):
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+async def _send_response(send: Send, response: Response) -> None:
+    headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
+    with contextlib.suppress(Exception):  # the client may be gone: nothing to tell it
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body, "more_body": False})
