@@ -227,6 +227,20 @@ def test_feed_accepts_bytearray_and_memoryview() -> None:
     assert parser.feed(memoryview(b"data: b\n\n")) == [ev("b")]
 
 
+def test_feed_rejects_text() -> None:
+    with pytest.raises(TypeError):
+        EventParser().feed("data: x\n\n")  # type: ignore[arg-type]
+
+
+def test_many_lines_in_one_chunk_with_every_line_end() -> None:
+    # Lines are found with memchr for LF and for CR separately; each result must be
+    # reused until passed, whichever line end the stream uses.
+    for eol in (b"\n", b"\r", b"\r\n"):
+        stream = b"".join(b"id: %d" % i + eol + b"data: %d" % i + eol + eol for i in range(2000))
+        events = EventParser().feed(stream)
+        assert [(e.id, e.data) for e in events] == [(str(i), str(i)) for i in range(2000)]
+
+
 def test_empty_chunks_change_nothing() -> None:
     assert parse(b"", b"data: a", b"", b"\n", b"", b"\n", b"") == [ev("a")]
 
