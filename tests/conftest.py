@@ -144,7 +144,7 @@ class StreamReader:
                         self.events += self._parser.feed(chunk)
                     if self._stop:
                         break
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:  # reported to the test
             self.error = exc
         finally:
             self._connected.set()

@@ -24,7 +24,9 @@ def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
 class Connection:
     """A subscriber's connection as a transport drives it: one write in flight, then ``ready``."""
 
-    def __init__(self, hub: Hub, uid: str, event_type: str | None = None, *, auto_ready: bool = True) -> None:
+    def __init__(
+        self, hub: Hub, uid: str, event_type: str | None = None, *, auto_ready: bool = True
+    ) -> None:
         self.hub = hub
         self.uid = uid
         self.writes: list[bytes] = []
@@ -150,7 +152,7 @@ def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent():
             await hub.push(Event("ok", 1), [3])  # type: ignore[list-item]
         with pytest.raises(InvalidEventError, match=r"^events\[0\]\.data"):
             await hub.push(Event("ok", object()))
-        with pytest.raises(ValueError, match="^events"):
+        with pytest.raises(ValueError, match=r"^events"):
             await hub.push([])
         await settle()
         assert conn.events == [] and hub.stats.events == 0

@@ -39,7 +39,8 @@ def test_application_routes_push_through_the_mounted_hub(serve, subscribe, serve
     assert alice.wait_events(2)[-1].json() == {"text": "hello"}
 
     # The mounted push API works too, and the application hears of what failed.
-    answer = httpx.post(f"{server.url}/sse/push", json={"uids": ["carol"], "events": [{"event": "x", "data": 1}]})
+    body = {"uids": ["carol"], "events": [{"event": "x", "data": 1}]}
+    answer = httpx.post(f"{server.url}/sse/push", json=body)
     assert answer.status_code == 200
     httpx.post(f"{server.url}/orders/dave/1/ship")
     failed = httpx.get(f"{server.url}/failures").json()

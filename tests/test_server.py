@@ -52,7 +52,8 @@ def test_broadcast_reaches_everyone_and_unicast_only_its_user(serve, subscribe):
     server.push([{"event": "for-alice", "data": 2}], uids=["alice"])
     server.push([{"event": "all", "data": 3}])
 
-    assert [(e.event, e.data) for e in alice.wait_events(3)] == [("all", "1"), ("for-alice", "2"), ("all", "3")]
+    expected = [("all", "1"), ("for-alice", "2"), ("all", "3")]
+    assert [(e.event, e.data) for e in alice.wait_events(3)] == expected
     assert [(e.event, e.data) for e in bob.wait_events(2)] == [("all", "1"), ("all", "3")]
     time.sleep(0.2)
     assert len(bob.events) == 2
