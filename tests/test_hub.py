@@ -52,7 +52,8 @@ class Connection:
         self.closed = True
 
     async def open(self, last_event_id: str | None = None) -> Connection:
-        self.sub = self.hub.subscribe(self.uid, self, event_type=self.event_type, resume=last_event_id is not None)
+        resume = last_event_id is not None
+        self.sub = self.hub.subscribe(self.uid, self, event_type=self.event_type, resume=resume)
         if last_event_id is not None:
             async for chunk in self.hub.replay(self.sub, last_event_id):
                 self.writes.append(chunk)
