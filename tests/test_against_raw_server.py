@@ -340,3 +340,18 @@ def test_a_non_ascii_last_event_id_is_sent_as_utf8() -> None:
         assert run(main(server)) == [ServerSentEvent("x", id="é-日本")]
         second = server.wait_for_requests(2)[1]
     assert second.headers["last-event-id"].encode("latin-1").decode() == "é-日本"
+
+
+def test_an_endless_event_drops_the_connection_and_resumes_after_the_last_whole_one() -> None:
+    async def main(server: RawServer) -> list[ServerSentEvent]:
+        out = []
+        async with Client(server.url, retry=0.05, max_event_size=4096) as client:
+            async for event in client:
+                out.append(event)
+        return out
+
+    flood = [b"id: 1\ndata: fine\n\n", b"data: " + b"x" * 3000, b"x" * 3000, HOLD]
+    with RawServer([Reply(body=flood), Reply(body=[b"id: 2\ndata: next\n\n"]), NO_CONTENT]) as server:
+        events = run(main(server))
+        assert [(e.id, e.data) for e in events] == [("1", "fine"), ("2", "next")]
+        assert server.requests[1].headers.get("last-event-id") == "1"

@@ -590,3 +590,26 @@ def test_matches_reference_parser(stream: bytes, data: st.DataObject, last_event
 @given(stream=st.binary(max_size=200))
 def test_matches_reference_parser_on_arbitrary_bytes(stream: bytes) -> None:
     assert compiled_parse([stream]) == reference_parse(stream)
+
+
+# ------------------------------------------------------------ size limit
+
+
+def test_an_event_past_max_event_size_raises_and_the_parser_recovers():
+    from sse_fast.errors import EventTooLargeError
+
+    parser = EventParser(max_event_size=100)
+    assert parser.feed(b"data: " + b"x" * 50 + b"\n\n")[0].data == "x" * 50
+    with pytest.raises(EventTooLargeError, match="max_event_size"):
+        parser.feed(b"data: " + b"y" * 60 + b"\ndata: " + b"y" * 60 + b"\n")
+    with pytest.raises(EventTooLargeError):
+        parser.feed(b"data: " + b"z" * 200)  # an unterminated line counts too
+    # Nothing of the refused event is kept: the next one parses cleanly.
+    assert [e.data for e in parser.feed(b"\n\ndata: ok\n\n")] == ["ok"]
+
+
+def test_max_event_size_zero_means_no_limit():
+    parser = EventParser(max_event_size=0)
+    assert parser.feed(b"data: " + b"x" * 100_000 + b"\n\n")[0].data == "x" * 100_000
+    with pytest.raises(ValueError, match="max_event_size"):
+        EventParser(max_event_size=-1)

@@ -14,7 +14,7 @@ from libc.string cimport memchr, memcmp, memcpy
 
 import orjson
 
-from sse_fast.errors import CursorLagging, InvalidEventError
+from sse_fast.errors import CursorLagging, EventTooLargeError, InvalidEventError
 
 HEARTBEAT = b": heartbeat\n\n"
 
@@ -206,9 +206,16 @@ cdef class EventParser:
     inside a multi-byte UTF-8 character: lines are cut on bytes (CR and LF never
     occur inside a UTF-8 sequence) and decoded only once complete, with invalid
     sequences replaced by U+FFFD as the spec's decoder does.
+
+    ``max_event_size`` (bytes, 0 for no limit) bounds what one event may hold
+    in memory — its data lines plus the line still unterminated — so that a
+    hostile or broken server cannot grow a client without end: past it,
+    ``feed`` raises :class:`~sse_fast.errors.EventTooLargeError`.
     """
 
     cdef bytearray _partial          # bytes of an unterminated line
+    cdef Py_ssize_t _max_event_size  # 0: unbounded
+    cdef Py_ssize_t _block_bytes     # data bytes of the current block
     cdef bint _bom_checked
     cdef bint _skip_lf               # previous chunk ended with CR
     cdef list _data_lines            # decoded data values of the current block
@@ -222,7 +229,11 @@ cdef class EventParser:
     cdef readonly Py_ssize_t comments
     cdef list _out
 
-    def __init__(self, str last_event_id=""):
+    def __init__(self, str last_event_id="", Py_ssize_t max_event_size=0):
+        if max_event_size < 0:
+            raise ValueError("max_event_size: must be 0 (no limit) or a positive number of bytes")
+        self._max_event_size = max_event_size
+        self._block_bytes = 0
         self._partial = bytearray()
         self._bom_checked = False
         self._skip_lf = False
@@ -292,11 +303,20 @@ cdef class EventParser:
             i = end + 1
         if i < n:
             self._partial += p[i:n]
+            if self._max_event_size and len(self._partial) + self._block_bytes > self._max_event_size:
+                self._too_large()
         if not self._out:
             return []
         out = self._out
         self._out = []
         return out
+
+    cdef int _too_large(self) except -1:
+        cdef Py_ssize_t size = len(self._partial) + self._block_bytes
+        del self._partial[:]
+        self._data_lines = []
+        self._block_bytes = 0
+        raise EventTooLargeError(size, self._max_event_size)
 
     cdef int _line_from_partial(self) except -1:
         cdef bytes line = bytes(self._partial)
@@ -329,6 +349,9 @@ cdef class EventParser:
             # Decoding line by line gives what decoding the joined lines would:
             # the LF between them is ASCII, so no UTF-8 sequence spans it.
             self._data_lines.append(PyUnicode_DecodeUTF8(v, vlen, "replace"))
+            self._block_bytes += vlen + 1
+            if self._max_event_size and self._block_bytes > self._max_event_size:
+                self._too_large()
         elif flen == 5 and memcmp(s, b"event", 5) == 0:
             if (self._type_raw is None or PyBytes_GET_SIZE(self._type_raw) != vlen
                     or memcmp(PyBytes_AS_STRING(self._type_raw), v, vlen) != 0):
@@ -352,6 +375,7 @@ cdef class EventParser:
         cdef ServerSentEvent ev
         cdef list lines = self._data_lines
         self._last_event_id = self._id_buffer
+        self._block_bytes = 0
         if not lines:
             self._event_type = None
             self._block_retry = None

@@ -21,7 +21,7 @@ import httpx
 
 from ._core import ServerSentEvent
 from .errors import ClientError, ClientStoppedError, ConnectionLostError
-from .reconnect import ClientState, ReconnectPolicy
+from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState, ReconnectPolicy
 
 __all__ = ["Client", "ClientState", "EventCallback"]
 
@@ -60,10 +60,13 @@ class _EventSourceBase:
         max_attempts: int | None,
         timeout: float | None,
         read_timeout: float | None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         self.url = url
         self._headers = dict(headers or {})
-        self._policy = ReconnectPolicy(retry, max_retry, max_attempts, last_event_id=last_event_id)
+        self._policy = ReconnectPolicy(
+            retry, max_retry, max_attempts, last_event_id=last_event_id, max_event_size=max_event_size
+        )
         self._timeout = httpx.Timeout(timeout, read=read_timeout)
         self._listeners: dict[str, list[EventCallback]] = {}
         self._open_listeners: list[Callable[[], object]] = []
@@ -164,6 +167,7 @@ class Client(_EventSourceBase):
         timeout: float | None = 10.0,
         read_timeout: float | None = None,
         max_queue: int = 1024,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(
@@ -175,6 +179,7 @@ class Client(_EventSourceBase):
             max_attempts=max_attempts,
             timeout=timeout,
             read_timeout=read_timeout,
+            max_event_size=max_event_size,
         )
         self._http = http_client
         self._owns_http = http_client is None

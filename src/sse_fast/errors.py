@@ -107,3 +107,12 @@ class RetriesExhaustedError(ClientStoppedError):
         super().__init__(f"gave up after {attempts} failed connection attempts: {last_error}")
         self.attempts = attempts
         self.last_error = last_error
+
+
+class EventTooLargeError(SSEFastError, ValueError):
+    """A stream's event grew past the parser's ``max_event_size`` before it ended."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"event: {size} bytes without an end exceed max_event_size ({limit})")
+        self.size = size
+        self.limit = limit

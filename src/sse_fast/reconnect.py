@@ -30,7 +30,9 @@ from ._core import EventParser, ServerSentEvent
 from .errors import (
     ClientError,
     ClientStoppedError,
+    ConnectionLostError,
     ContentTypeError,
+    EventTooLargeError,
     HTTPStatusError,
     RetriesExhaustedError,
 )
@@ -91,6 +93,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
+DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+"""Bytes one event may hold in memory before the client drops the connection."""
+
+
 class ReconnectPolicy:
     """Connection bookkeeping of one client: attempts, delays, resume point, response checks.
 
@@ -109,6 +115,7 @@ class ReconnectPolicy:
         last_event_id: str = "",
         jitter: float = 0.2,
         rand: Callable[[], float] = random.random,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         if retry < 0:
             raise ValueError("retry: must be >= 0 seconds")
@@ -127,7 +134,8 @@ class ReconnectPolicy:
         #: Set when the server sent its going-away event on the current connection.
         self.going_away: str | None = None
         self._rand = rand
-        self._parser = EventParser(last_event_id)
+        self.max_event_size = max_event_size
+        self._parser = EventParser(last_event_id, max_event_size)
         self._delivered = False
 
     # -- one connection -----------------------------------------------------
@@ -137,7 +145,7 @@ class ReconnectPolicy:
         self.attempts += 1
         self.going_away = None
         self._delivered = False
-        self._parser = EventParser(self.last_event_id)
+        self._parser = EventParser(self.last_event_id, self.max_event_size)
 
     def request_headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
         """The caller's headers plus what an EventSource sends (``Last-Event-ID`` when known)."""
@@ -173,7 +181,11 @@ class ReconnectPolicy:
         """Parse body bytes; track ``retry:``, the last event id and the going-away event."""
         if chunk:
             self._delivered = True
-        events = self._parser.feed(chunk)
+        try:
+            events = self._parser.feed(chunk)
+        except EventTooLargeError as exc:
+            # Drop this connection and resume after the last complete event.
+            raise ConnectionLostError(str(exc)) from exc
         retry_ms = self._parser.retry
         if retry_ms is not None and retry_ms / 1000.0 != self.retry:
             self.retry = retry_ms / 1000.0

@@ -28,7 +28,7 @@ from .client import (
     connection_error,
 )
 from .errors import ClientError, ClientStoppedError, ConnectionLostError
-from .reconnect import ClientState
+from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState
 
 __all__ = ["SyncClient"]
 
@@ -55,6 +55,7 @@ class SyncClient(_EventSourceBase):
         max_attempts: int | None = None,
         timeout: float | None = 10.0,
         read_timeout: float | None = None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         http_client: httpx.Client | None = None,
     ) -> None:
         super().__init__(
@@ -66,6 +67,7 @@ class SyncClient(_EventSourceBase):
             max_attempts=max_attempts,
             timeout=timeout,
             read_timeout=read_timeout,
+            max_event_size=max_event_size,
         )
         self._http = http_client
         self._owns_http = http_client is None
