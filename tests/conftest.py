@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -19,6 +20,8 @@ import pytest
 from sse_fast import EventParser, ServerSentEvent
 
 HOST = "127.0.0.1"
+ENGINES = ("granian", "native")
+"""``sse-fast serve --engine`` values: tests starting our own server run once per engine."""
 
 
 def free_port() -> int:
@@ -167,12 +170,25 @@ class StreamReader:
         self._thread.join(0.2)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that starts ``sse-fast serve`` once per engine.
+
+    A test that passes its own ``command=`` runs a foreign server
+    (tests/test_mounted.py) and is left alone.
+    """
+    if "serve" in metafunc.fixturenames and "command=" not in inspect.getsource(metafunc.function):
+        metafunc.parametrize("serve", ENGINES, indirect=True)
+
+
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def serve(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start ``sse-fast serve`` with the given arguments; every server is killed at teardown."""
     servers: list[ServerProcess] = []
+    engine: str | None = getattr(request, "param", None)
 
     def start(*args: str, command: list[str] | None = None) -> ServerProcess:
+        if command is None and engine is not None:
+            args = (*args, "--engine", engine)
         server = ServerProcess(list(args), tmp_path, command)
         servers.append(server)
         return server.start()

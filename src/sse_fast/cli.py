@@ -41,6 +41,15 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--no-dashboard", dest="dashboard", action="store_false",
         help="do not serve the live dashboard (GET /, /dashboard) and its stats stream (/stats/stream)",
     )
+    p.add_argument(
+        "--engine", choices=["granian", "native"], default="granian",
+        help="granian (default: HTTP/1.1 and 2, TLS) or native (uvloop + httptools, HTTP/1.1, "
+        "the most subscribers per core)",
+    )
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="native engine: seconds a client may take to send its request headers")
+    p.add_argument("--keep-alive-timeout", type=float, default=5.0,
+                   help="native engine: seconds an idle keep-alive connection is kept")
     p.set_defaults(func=_serve)
 
 
@@ -59,6 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
         ring_frames=args.ring_frames,
         log_level=args.log_level,
         dashboard=args.dashboard,
+        engine=args.engine,
+        header_timeout=args.header_timeout,
+        keepalive_timeout=args.keep_alive_timeout,
     )
     try:
         config.validate()

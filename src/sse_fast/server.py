@@ -21,6 +21,7 @@ from .hub import Hub
 CONFIG_ENV = "SSE_FAST_SERVE"
 DEFAULT_STORE = "sqlite:///sse_fast.db"
 SHUTDOWN_GRACE = 10
+ENGINES = ("granian", "native")
 """Seconds a worker may take to say goodbye and exit before it is killed."""
 
 
@@ -41,6 +42,9 @@ class ServeConfig:
     ring_frames: int = 4096
     log_level: str = "info"
     dashboard: bool = True
+    engine: str = "granian"
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
 
     def validate(self) -> None:
         """Refuse settings that would misbehave, naming the option and the rule."""
@@ -55,6 +59,10 @@ class ServeConfig:
             raise ValueError("--heartbeat: must be a positive number of seconds")
         if self.max_connections < 1:
             raise ValueError("--max-connections: must be at least 1")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine: one of {', '.join(ENGINES)}")
+        if self.header_timeout <= 0 or self.keepalive_timeout <= 0:
+            raise ValueError("--header-timeout/--keep-alive-timeout: must be positive numbers of seconds")
         if self.jwt_secret is not None and "*" in self.cors_origins:
             raise ValueError("--cors-origin: '*' is not allowed together with --jwt-secret; list the origins")
 
@@ -139,13 +147,29 @@ def _say_goodbye_on_worker_signal(app: SSEApp) -> None:
     granian_signals.set_loop_signals = set_loop_signals
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one: every subscriber is a socket."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(config: ServeConfig) -> None:
-    """Run granian (ASGI, uvloop) in the foreground until SIGINT/SIGTERM."""
+    """Run the configured engine (granian by default) in the foreground until SIGINT/SIGTERM."""
+    config.validate()
+    raise_open_file_limit()
+    if config.engine == "native":
+        from .native import run as run_native
+
+        run_native(config)
+        return
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
     from granian.server import Server
 
-    config.validate()
     os.environ[CONFIG_ENV] = config.to_env()
     # granian admits backlog/workers concurrent requests by default (1024):
     # every subscriber is one long request, so admit max_connections plus

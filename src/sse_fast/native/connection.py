@@ -1,0 +1,364 @@
+"""One client connection of the native engine: HTTP/1.1 parsing, limits, keep-alive, dispatch.
+
+Requests are parsed by httptools (llhttp), never by hand.  ``GET /events``
+becomes a subscription whose bytes the hub writes straight into this
+connection's transport (:mod:`.stream`); every other request is one
+:class:`~.asgi_bridge.ASGICycle` through the ASGI app.  Pipelined requests
+are answered in order, one at a time: the next one starts when the previous
+response is complete, and reading pauses while requests wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from ..auth import HTTPError
+from ..hub import HubClosedError, HubFullError
+from ..request import Request
+from ..routes import Response
+from .asgi_bridge import ASGICycle, http_scope
+from .stream import NativeSink
+from .wire import encode_head
+
+if TYPE_CHECKING:
+    from .server import NativeServer
+
+logger = logging.getLogger("sse_fast.native")
+
+SUBSCRIBE = ("GET", "/events")
+
+
+class HeadTooLarge(Exception):
+    """The request line and headers passed the engine's limits (answered 431)."""
+
+
+class SubscribeRequest:
+    """A ``GET /events`` waiting for its turn (HTTP/1.0 clients get a close-delimited stream)."""
+
+    __slots__ = ("chunked", "request")
+
+    def __init__(self, request: Request, chunked: bool) -> None:
+        self.request = request
+        self.chunked = chunked
+
+
+class HTTPConnection(asyncio.Protocol):
+    """An ``asyncio.Protocol`` serving one client (see the module docstring)."""
+
+    __slots__ = (
+        "_drain",
+        "_head_bytes",
+        "_headers",
+        "_in_head",
+        "_raw_head",
+        "_reading",
+        "_url",
+        "active",
+        "cycle",
+        "parser",
+        "queue",
+        "server",
+        "sink",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, server: NativeServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self.sink: NativeSink | None = None
+        self.cycle: ASGICycle | SubscribeRequest | None = None
+        self.active: ASGICycle | SubscribeRequest | None = None
+        self.queue: deque[ASGICycle | SubscribeRequest] = deque()
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._raw_head = 0
+        self._in_head = True
+        self._reading = True
+
+    # ------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connected(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.parser = None
+        sink = self.sink
+        if sink is not None:
+            sink.lost()
+        for cycle in (self.active, self.cycle, *self.queue):
+            if isinstance(cycle, ASGICycle):
+                cycle.lost()
+        self.queue.clear()
+        self._wake_drain()
+        self.server.disconnected(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.sink is not None:
+            self.sink.pause()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+        if self.sink is not None:
+            self.sink.resume()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:
+            return  # a subscriber, or a connection being closed: what it sends does not matter
+        if self._in_head:
+            self._raw_head += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._stop_parsing()  # no protocol switch here: answer the request, then close
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, HeadTooLarge):
+                self.reject(431, str(exc.__context__))
+            else:
+                self.reject(400, f"request: malformed HTTP ({exc})")
+            return
+        if self._in_head and self._raw_head > self.server.limits.max_head:
+            self.reject(431, f"headers: larger than {self.server.limits.max_head} bytes")
+
+    # ------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._in_head = True
+        self.server.wait_for_head(self)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+        self._count_head(len(name) + len(value) + 4)
+        if len(self._headers) > self.server.limits.max_headers:
+            raise HeadTooLarge(f"headers: more than {self.server.limits.max_headers}")
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.server.limits.max_head:
+            raise HeadTooLarge(f"headers: larger than {self.server.limits.max_head} bytes")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        transport = self.transport
+        assert parser is not None and transport is not None
+        self._in_head = False
+        self._raw_head = 0
+        self.server.head_received(self)
+        method = parser.get_method().decode("ascii", "replace")
+        raw_path, query = _split_target(self._url)
+        headers = self._headers
+        keep_alive = parser.should_keep_alive() and not self.server.stopping
+        if parser.should_upgrade():
+            keep_alive = False
+        version = parser.get_http_version()
+        item: ASGICycle | SubscribeRequest
+        if method == "GET" and raw_path == b"/events":
+            item = SubscribeRequest(Request(method, "/events", query, headers), version == "1.1")
+        else:
+            expect = any(k == b"expect" and v.lower() == b"100-continue" for k, v in headers)
+            scope = http_scope(method, raw_path, query, headers, version, transport, self.server.state)
+            item = ASGICycle(self, scope, keep_alive, expect)
+        self.cycle = item
+        if self.active is None:
+            self._start(item)
+        else:
+            self.queue.append(item)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        if isinstance(self.cycle, ASGICycle):
+            self.cycle.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        self.cycle = None
+        if isinstance(cycle, ASGICycle):
+            cycle.end_body()
+
+    # ------------------------------------------------------------- dispatch
+
+    def _start(self, item: ASGICycle | SubscribeRequest) -> None:
+        self.active = item
+        loop = self.server.loop
+        if isinstance(item, ASGICycle):
+            item.task = loop.create_task(item.run(self.server.app))
+        else:
+            loop.create_task(self._subscribe(item))
+
+    def response_done(self, cycle: ASGICycle) -> None:
+        """A response is complete: go on with the next request, wait for one, or close."""
+        if self.active is cycle:
+            self.active = None
+        transport = self.transport
+        if transport is None:
+            return
+        if not cycle.keep_alive or not cycle.body_complete or self.server.stopping:
+            self._stop_parsing()
+            transport.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+        if not self.queue:
+            self.resume_reading()
+        if self.active is None and self.cycle is None:
+            self.server.wait_for_request(self)
+
+    async def _subscribe(self, item: SubscribeRequest) -> None:
+        """``GET /events`` without a coroutine per subscriber: subscribe, hand the hub a sink, return."""
+        app = self.server.app
+        routes = app.routes
+        hub = app.hub
+        request = item.request
+        chunked = item.chunked
+        try:
+            wanted = await routes.subscription(request)
+            transport = self.transport
+            if transport is None:
+                return
+            headers = routes.stream_headers(request)
+            headers = [*headers, (b"transfer-encoding", b"chunked")] if chunked else list(headers)
+            headers.append((b"connection", b"close"))
+            sink = NativeSink(hub, transport, encode_head(200, headers), chunked)
+            try:
+                sub = hub.subscribe(
+                    wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
+                )
+            except HubFullError as exc:
+                raise HTTPError(503, f"connections: {exc}", [(b"retry-after", b"5")]) from None
+            except HubClosedError:
+                raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+        except HTTPError as exc:
+            self._answer(item, routes.error(request, exc))
+            return
+        except Exception:
+            logger.exception("subscribe failed")
+            self._answer(item, routes.error(request, HTTPError(500, "server: internal error")))
+            return
+        # The connection now carries the stream only: drop what parsing needs.
+        self.sink = sink
+        self._stop_parsing()
+        self.active = None
+        self.queue.clear()
+        self.server.streaming(self)
+        if self.write_paused:
+            sink.pause()
+        if self.transport is None:  # gone while subscribing
+            sink.lost()
+            hub.unsubscribe(sub)
+            return
+        if wanted.last_event_id is not None:
+            await sink.replay(sub, wanted.last_event_id)
+        else:
+            sink.start(sub)
+
+    def _answer(self, item: SubscribeRequest, response: Response) -> None:
+        """A complete response to a subscribe request (an error), then the next request."""
+        transport = self.transport
+        self.active = None
+        if transport is None:
+            return
+        headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
+        transport.write(encode_head(response.status, headers) + response.body)
+        if self.cycle is item or self.server.stopping:
+            self._stop_parsing()
+            transport.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+        if not self.queue:
+            self.resume_reading()
+        if self.active is None and self.cycle is None:
+            self.server.wait_for_request(self)
+
+    # ---------------------------------------------------------------- helpers
+
+    def reject(self, status: int, reason: str) -> None:
+        """Answer a request the engine refuses before the app sees it, and close."""
+        transport = self.transport
+        self._stop_parsing()
+        if transport is None:
+            return
+        if self.active is None:
+            empty = Request("GET", "/", b"", self._headers)
+            response = self.server.app.routes.error(empty, HTTPError(status, reason))
+            headers = [
+                *response.headers,
+                (b"content-length", str(len(response.body)).encode()),
+                (b"connection", b"close"),
+            ]
+            transport.write(encode_head(status, headers) + response.body)
+        transport.close()
+
+    def close_idle(self) -> None:
+        """Timed out waiting for a request, or the server is stopping: hang up."""
+        self._stop_parsing()
+        if self.transport is not None:
+            self.transport.close()
+
+    def stop_keep_alive(self) -> None:
+        """The server is stopping: close now if nothing is in flight (else after the response)."""
+        if self.sink is None and self.active is None:
+            self.close_idle()
+
+    def _stop_parsing(self) -> None:
+        self.parser = None
+        self.cycle = None
+        self._in_head = False
+        self.server.head_received(self)
+
+    def pause_reading(self) -> None:
+        if self._reading and self.transport is not None:
+            self._reading = False
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading and self.transport is not None:
+            self._reading = True
+            self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        if not self.write_paused or self.transport is None:
+            return
+        if self._drain is None:
+            self._drain = self.server.loop.create_future()
+        await self._drain
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain
+        self._drain = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _split_target(url: bytes) -> tuple[bytes, bytes]:
+    """Path and query of a request target (origin form, or the path of an absolute URL)."""
+    if url[:1] != b"/" and url != b"*":
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            return url, b""
+        path = parsed.path or b"/"
+        return path, parsed.query or b""
+    path, _, query = url.partition(b"?")
+    return path, query
