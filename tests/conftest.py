@@ -170,14 +170,21 @@ class StreamReader:
         self._thread.join(0.2)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engines(*names): run only on these sse-fast serve engines")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run every test that starts ``sse-fast serve`` once per engine.
 
     A test that passes its own ``command=`` runs a foreign server
-    (tests/test_mounted.py) and is left alone.
+    (tests/test_mounted.py) and is left alone; ``@pytest.mark.engines(...)``
+    narrows the engines (tests/test_native_engine.py).
     """
     if "serve" in metafunc.fixturenames and "command=" not in inspect.getsource(metafunc.function):
-        metafunc.parametrize("serve", ENGINES, indirect=True)
+        marker = metafunc.definition.get_closest_marker("engines")
+        engines = marker.args if marker is not None else ENGINES
+        metafunc.parametrize("serve", engines, indirect=True)
 
 
 @pytest.fixture
