@@ -6,6 +6,7 @@ script, ``loadtest/loadgen.py``'s subscribers and publisher) to another
 /events?uid=...``, ``POST /push`` with ``{"uids": [...], "events": [...]}``):
 
 - ``sse_fast``     ``sse-fast serve`` (command is ``--sse-fast-cmd``)
+- ``native``       the same with ``--engine native`` (uvloop transports, no coroutine per subscriber)
 - ``bare_granian`` bare ASGI app on granian, per-client queue, pending frames joined per send
 - ``sse_starlette`` sse-starlette on uvicorn, per-client ``asyncio.Queue`` as its docs suggest
 - ``raw_uvloop``   raw uvloop ``Protocol`` writer (the Python ceiling)
@@ -61,7 +62,7 @@ sys.path.insert(0, str(ROOT / "loadtest"))
 
 from loadgen import Config, run_load  # noqa: E402
 
-SERVERS = ("sse_fast", "bare_granian", "sse_starlette", "raw_uvloop", "epoll_floor")
+SERVERS = ("sse_fast", "native", "bare_granian", "sse_starlette", "raw_uvloop", "epoll_floor")
 SCENARIOS = ("b5", "b20", "sat", "sat_small", "idle", "unicast")
 DEFAULT_SSE_FAST_CMD = (
     f"{Path(sys.executable).parent / 'sse-fast'} serve --host 127.0.0.1 --port {{port}} "
@@ -93,8 +94,10 @@ def server_command(
 ) -> tuple[list[str], dict[str, str]]:
     py = sys.executable
     env = dict(os.environ)
-    if name == "sse_fast":
+    if name in ("sse_fast", "native"):
         cmd = shlex.split(sse_fast_cmd.format(port=port, heartbeat=heartbeat, max_connections=max_conns))
+        if name == "native":
+            cmd += ["--engine", "native"]
     elif name == "bare_granian":
         env["BARE_HEARTBEAT"] = str(heartbeat)
         cmd = [
