@@ -70,12 +70,12 @@ def test_stats_frames_arrive_about_once_a_second_with_the_documented_fields(serv
         assert set(frame["rates"]) == RATE_FIELDS
         assert frame["connections"] == 1 and frame["users"] == 1  # viewers are not subscribers
         assert frame["viewers"] == 1
-        assert 0.5 < frame["interval"] < 3.0
+        assert 0.3 < frame["interval"] < 5.0
         assert frame["cpu_percent"] >= 0
         assert frame["rss_bytes"] > 1024 * 1024
     for before, after in pairwise(data):
-        assert 0.5 < after["time"] - before["time"] < 3.0
-        assert 0.5 < after["uptime"] - before["uptime"] < 3.0
+        assert 0.3 < after["time"] - before["time"] < 5.0
+        assert 0.3 < after["uptime"] - before["uptime"] < 5.0
     seqs = [int(e.id.rsplit("-", 1)[1]) for e in events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     subscriber.close()
@@ -121,7 +121,7 @@ def test_every_viewer_gets_the_same_frames_from_one_publisher(serve, subscribe):
     assert [_seq(i) for i in common] == list(range(_seq(common[0]), _seq(common[0]) + len(common)))
     first = {e.id: e.json() for e in viewers[0].events}
     times = [first[i]["time"] for i in common]
-    assert all(0.5 < b - a < 3.0 for a, b in pairwise(times)), times
+    assert all(0.3 < b - a < 5.0 for a, b in pairwise(times)), times
 
 
 def _seq(event_id: str) -> int:

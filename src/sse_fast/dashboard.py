@@ -123,6 +123,7 @@ class StatsSampler:
         return {key: int(snapshot[key]) for key in RATE_KEYS}
 
     def sample(self, viewers: int) -> dict[str, Any]:
+        """The frame for now; rates and CPU cover the time since the previous call."""
         now = time.monotonic()
         cpu = self.process.cpu_seconds()
         snapshot = self.hub.snapshot()
