@@ -75,7 +75,7 @@ class HTTPConnection(asyncio.Protocol):
         self.sink: NativeSink | None = None
         self.cycle: ASGICycle | SubscribeRequest | None = None
         self.active: ASGICycle | SubscribeRequest | None = None
-        self.queue: deque[ASGICycle | SubscribeRequest] = deque()
+        self.queue: deque[ASGICycle | SubscribeRequest] | None = None  # pipelined requests, rarely any
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
@@ -97,10 +97,10 @@ class HTTPConnection(asyncio.Protocol):
         sink = self.sink
         if sink is not None:
             sink.lost()
-        for cycle in (self.active, self.cycle, *self.queue):
+        for cycle in (self.active, self.cycle, *(self.queue or ())):
             if isinstance(cycle, ASGICycle):
                 cycle.lost()
-        self.queue.clear()
+        self.queue = None
         self._wake_drain()
         self.server.disconnected(self)
 
@@ -183,6 +183,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.active is None:
             self._start(item)
         else:
+            if self.queue is None:
+                self.queue = deque()
             self.queue.append(item)
             self.pause_reading()
 
@@ -204,7 +206,7 @@ class HTTPConnection(asyncio.Protocol):
         if isinstance(item, ASGICycle):
             item.task = loop.create_task(item.run(self.server.app))
         else:
-            loop.create_task(self._subscribe(item))
+            self.server.keep(loop.create_task(self._subscribe(item)))
 
     def response_done(self, cycle: ASGICycle) -> None:
         """A response is complete: go on with the next request, wait for one, or close."""
@@ -259,7 +261,9 @@ class HTTPConnection(asyncio.Protocol):
         self.sink = sink
         self._stop_parsing()
         self.active = None
-        self.queue.clear()
+        self.queue = None
+        self._headers = []
+        self._url = b""
         self.server.streaming(self)
         if self.write_paused:
             sink.pause()

@@ -47,6 +47,7 @@ class NativeServer:
         self._listener: asyncio.Server | None = None
         self._stop: asyncio.Event | None = None
         self._all_gone: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -81,6 +82,11 @@ class NativeServer:
             conn.close_idle()
         else:
             self._deadlines[conn] = self.loop.time() + self.limits.keepalive_timeout
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a short-lived task (subscribing, replaying) until it ends: the loop keeps only weak ones."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def streaming(self, conn: HTTPConnection) -> None:
         self._deadlines.pop(conn, None)
