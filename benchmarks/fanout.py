@@ -329,7 +329,7 @@ async def run_step(name: str, step: Step, args: argparse.Namespace) -> dict[str,
             warmup=1.0,
             drain=step.drain,
             connect_timeout=args.connect_timeout,
-            push_conns=8 if step.mode == "unicast" else 4,
+            push_conns=args.push_conns or (8 if step.mode == "unicast" else 4),
         )
         report = await run_load(cfg, hook)
         samples["rss_end"] = server.rss()
@@ -700,6 +700,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1, help="runs per step; the median is reported")
     ap.add_argument("--heartbeat", type=float, default=15.0)
     ap.add_argument("--unicast-rate", type=float, default=1000.0)
+    ap.add_argument(
+        "--push-conns", type=int, default=0,
+        help="publisher connections (default 4, 8 for unicast); more lets a saturation sweep offer more",
+    )
     ap.add_argument(
         "--sat-rates",
         type=lambda s: [float(x) for x in s.split(",")],
