@@ -3,7 +3,8 @@
 ``GET /events`` is served natively (the hub writes into the socket, no
 coroutine per subscriber); everything else goes through the same
 :class:`~sse_fast.asgi.SSEApp` that granian runs.  See :mod:`.server`,
-:mod:`.connection`, :mod:`.stream`, :mod:`.asgi_bridge` and :mod:`.wire`.
+:mod:`.connection`, :mod:`.stream`, :mod:`.asgi_bridge`, :mod:`.lifespan`,
+:mod:`.limits` and :mod:`.wire`.
 """
 
 from __future__ import annotations

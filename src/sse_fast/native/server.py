@@ -19,8 +19,8 @@ import signal
 from typing import Any
 
 from ..asgi import SSEApp
-from .asgi_bridge import Lifespan
 from .connection import HTTPConnection
+from .lifespan import Lifespan
 from .limits import Limits
 
 logger = logging.getLogger("sse_fast.native")
