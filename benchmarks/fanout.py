@@ -325,11 +325,13 @@ async def run_step(name: str, step: Step, args: argparse.Namespace) -> dict[str,
             duration=step.duration,
             rate=step.rate,
             mode=step.mode,
-            procs=max(1, -(-step.subscribers // 10_000)),
+            # subscribers in child processes from 1,000 on: the publisher's loop stays free
+            procs=max(2 if step.subscribers >= 1000 else 1, -(-step.subscribers // 10_000)),
             warmup=1.0,
             drain=step.drain,
             connect_timeout=args.connect_timeout,
             push_conns=args.push_conns or (8 if step.mode == "unicast" else 4),
+            push_conns_max=max(args.push_conns or 0, 64),
         )
         report = await run_load(cfg, hook)
         samples["rss_end"] = server.rss()
@@ -614,8 +616,13 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         return
     fig, axes = plt.subplots(2, len(scens), figsize=(6 * len(scens), 8), squeeze=False)
     for col, scen in enumerate(scens):
-        rows = [r for r in results if r["scenario"] == scen]
-        subs = rows[0]["subscribers"]
+        subs = next(r["subscribers"] for r in results if r["scenario"] == scen)
+        rows = [
+            r
+            for r in results
+            if r["scenario"] == scen
+            or (r["scenario"] in ("b5", "b20") and r["subscribers"] == subs and r["mode"] == "broadcast")
+        ]
         for name in SERVERS:
             pts = sorted(
                 (r["offered_events_per_s"], r["delivered_per_s"], r["latency_ms"].get("p99"))

@@ -116,6 +116,7 @@ class Config:
     warmup: float = 1.0
     drain: float = 2.0
     push_conns: int = 4
+    push_conns_max: int = 64  # more are opened while all are busy, so the offered rate holds
     latency_every: int = 1
     push_headers: list[str] = field(default_factory=list)
 
@@ -548,12 +549,15 @@ class Publisher:
         ).encode()
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
         for _ in range(self.cfg.push_conns):
-            _, proto = await loop.create_connection(lambda: PushProtocol(self), self.host, self.port)
-            self.conns.append(proto)
-            self.free.append(proto)
+            await self._connect()
         self.free_event.set()
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(lambda: PushProtocol(self), self.host, self.port)
+        self.conns.append(proto)
+        self.free.append(proto)
 
     def done(self, proto: PushProtocol, ok: bool, rtt: float, status: str) -> None:
         if ok:
@@ -602,12 +606,22 @@ class Publisher:
         self.started = time.perf_counter()
         deadline = self.started + cfg.duration + 5.0
         n = 0
+        grow = True
         while n < total:
             now = time.perf_counter()
             if now > deadline:
                 break
             due = min(total, int((now - self.started) * cfg.rate) + 1)
             while n < due:
+                if not self.free and grow and len(self.conns) < max(cfg.push_conns, cfg.push_conns_max):
+                    # open loop: a slow answer must not lower the offered rate
+                    try:
+                        await self._connect()
+                        continue
+                    except OSError as exc:
+                        grow = False
+                        if len(self.error_samples) < 5:
+                            self.error_samples.append(f"push connect: {exc!r}")
                 if not self.free:
                     self.waited += 1
                     self.free_event.clear()
@@ -649,6 +663,7 @@ class Publisher:
             "acked": self.acked,
             "failed": self.failed,
             "waited_for_connection": self.waited,
+            "connections": len(self.conns),
             "achieved_rate": round(self.sent / elapsed, 2) if elapsed > 0 else 0.0,
             "push_rtt_ms": {"p50": pct(50), "p99": pct(99), "max": round(rtt[-1] * 1000, 3) if rtt else None},
             "error_samples": self.error_samples,
@@ -899,7 +914,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ap.add_argument("--connect-timeout", type=float, default=Config.connect_timeout)
     ap.add_argument("--warmup", type=float, default=Config.warmup)
     ap.add_argument("--drain", type=float, default=Config.drain, help="seconds to wait for the tail")
-    ap.add_argument("--push-conns", type=int, default=Config.push_conns)
+    ap.add_argument("--push-conns", type=int, default=Config.push_conns, help="push connections at start")
+    ap.add_argument(
+        "--push-conns-max",
+        type=int,
+        default=Config.push_conns_max,
+        help="more are opened while all are busy, up to this many (keeps the offered rate)",
+    )
     ap.add_argument("--latency-every", type=int, default=1, help="track latency on 1 in N subscribers")
     ap.add_argument("--push-header", action="append", default=[], help="extra header for pushes")
     a = ap.parse_args(argv)
@@ -923,6 +944,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         warmup=a.warmup,
         drain=a.drain,
         push_conns=a.push_conns,
+        push_conns_max=a.push_conns_max,
         latency_every=max(1, a.latency_every),
         push_headers=a.push_header,
     )
