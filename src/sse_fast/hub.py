@@ -79,9 +79,12 @@ class Subscriber:
     last_write: float = 0.0
     after_seq: int = 0
     closed: bool = False
-    private: deque[tuple[int, bytes, Event, int]] = field(default_factory=deque)
+    # Frames for this subscriber alone, and the events of its write in flight:
+    # made on first use, since most subscribers of a broadcast-heavy edge
+    # never need them and an idle connection should cost as little as it can.
+    private: list[tuple[int, bytes, Event, int]] | None = None
     inflight_from: int = 0
-    inflight_private: list[Event] = field(default_factory=list)
+    inflight_private: list[Event] | None = None
     replaying: bool = False
     lagged: bool = False
 
@@ -254,7 +257,7 @@ class Hub:
         """The sink has handed off its last write: send what is pending, if anything."""
         sub.busy = False
         if sub.inflight_private:
-            sub.inflight_private.clear()
+            sub.inflight_private = None
         if not sub.closed and (sub.private or sub.cursor != self._ring.head):
             self._flush_one(sub)
 
@@ -263,8 +266,8 @@ class Hub:
         if sub.closed:
             return
         logger.debug("write to %s failed: %r", sub.uid, exc)
-        self._report_lost(sub, sub.inflight_from, sub.cursor, sub.inflight_private, WRITE_ERROR)
-        sub.inflight_private = []
+        self._report_lost(sub, sub.inflight_from, sub.cursor, sub.inflight_private or [], WRITE_ERROR)
+        sub.inflight_private = None
         self._drop(sub, close=True)
 
     # ---------------------------------------------------------------- resend
@@ -392,6 +395,8 @@ class Hub:
                     for sub in subs:
                         if sub.event_type is not None and sub.event_type != stamped.event:
                             continue
+                        if sub.private is None:
+                            sub.private = []
                         sub.private.append((ring.head, frame, stamped, seq))
                         if len(sub.private) > ring.max_frames:
                             self._fell_behind(sub)
@@ -465,18 +470,21 @@ class Hub:
         parts: list[bytes] = []
         total = 0
         cursor = sub.cursor
-        for pos, frame, event, seq in sub.private:
+        inflight = sub.inflight_private
+        if inflight is None:
+            inflight = sub.inflight_private = []
+        for pos, frame, event, seq in sub.private or ():
             if pos > cursor:
                 chunk, cursor, n = ring.collect(cursor, pos, sub.event_type, sub.after_seq)
                 parts.append(chunk)
                 total += n
             if seq > sub.after_seq:
                 parts.append(frame)
-                sub.inflight_private.append(event)
+                inflight.append(event)
                 total += 1
         chunk, sub.cursor, n = ring.collect(cursor, -1, sub.event_type, sub.after_seq)
         parts.append(chunk)
-        sub.private.clear()
+        sub.private = None
         return b"".join(parts), total + n
 
     # -------------------------------------------------------------- failures
@@ -489,7 +497,7 @@ class Hub:
         """
         if sub.replaying:
             sub.lagged = True
-            sub.private.clear()
+            sub.private = None
         else:
             self._drop_slow(sub)
 
@@ -498,9 +506,9 @@ class Hub:
         if sub.closed:
             return
         self.stats.slow_consumers += 1
-        pending = [event for _, _, event, _ in sub.private]
+        pending = [event for _, _, event, _ in sub.private or ()]
         lost = self._report_lost(sub, sub.inflight_from if sub.busy else sub.cursor,
-                                 self._ring.head, sub.inflight_private + pending, SLOW_CONSUMER)
+                                 self._ring.head, (sub.inflight_private or []) + pending, SLOW_CONSUMER)
         self.stats.dropped += lost
         logger.info("dropping slow consumer %s (%d events missed)", sub.uid, lost)
         self._drop(sub, close=True)
@@ -554,7 +562,7 @@ class Hub:
                 subs.remove(sub)
             if not subs:
                 del self._by_uid[sub.uid]
-        sub.private.clear()
+        sub.private = None
         if close:
             sub.sink.close()
 
