@@ -45,9 +45,12 @@ class StreamSink:
     nothing else would free it.
     """
 
-    __slots__ = ("_task", "closed", "disconnected", "pending", "sending", "waiter")
+    __slots__ = ("_loop", "_task", "closed", "disconnected", "pending", "sending", "waiter")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, loop: asyncio.AbstractEventLoop) -> None:
+        # The loop is kept: asking for the running loop at every wait costs a
+        # getpid() system call on Python 3.11, once per subscriber per push.
+        self._loop = loop
         self.pending: bytes | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
@@ -85,7 +88,7 @@ class StreamSink:
         while self.pending is None:
             if self.closed:
                 return None
-            self.waiter = asyncio.get_running_loop().create_future()
+            self.waiter = self._loop.create_future()
             try:
                 await self.waiter
             finally:
@@ -240,7 +243,7 @@ class SSEApp:
     async def _subscribe(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         wanted = await self.routes.subscription(request)
         hub = self.hub
-        sink = StreamSink(asyncio.current_task())
+        sink = StreamSink(asyncio.current_task(), asyncio.get_running_loop())
         try:
             sub = hub.subscribe(
                 wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
@@ -257,12 +260,10 @@ class SSEApp:
                 watcher.cancel()
             hub.unsubscribe(sub)
 
-    def _watch(self, receive: Receive, sink: StreamSink) -> asyncio.Future[Any] | None:
+    def _watch(self, receive: Receive, sink: StreamSink) -> DisconnectWatch | None:
         if not self.watch_disconnect:
             return None
-        waiter = asyncio.ensure_future(_await_disconnect(receive))
-        waiter.add_done_callback(lambda fut: None if fut.cancelled() else sink.lost())
-        return waiter
+        return DisconnectWatch(receive, sink)
 
     async def _stream(
         self,
@@ -328,11 +329,42 @@ class SSEApp:
                 return b"".join(chunks)
 
 
-async def _await_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
+class DisconnectWatch:
+    """Closes a sink when the server reports, through ``receive()``, that the client left.
+
+    granian and uvicorn report a disconnect only there (a ``send`` to a closed
+    connection returns quietly).  granian's ``receive()`` returns a future,
+    so a done-callback watches it without a task of its own; with other
+    servers ``receive()`` is a coroutine, awaited in one small task.
+    """
+
+    __slots__ = ("_pending", "_receive", "_sink")
+
+    def __init__(self, receive: Receive, sink: StreamSink) -> None:
+        self._receive = receive
+        self._sink = sink
+        self._pending: asyncio.Future[Any] | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        awaitable: Any = self._receive()
+        if asyncio.isfuture(awaitable):
+            self._pending = awaitable
+        else:
+            self._pending = asyncio.ensure_future(awaitable)
+        self._pending.add_done_callback(self._on_message)
+
+    def _on_message(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or self._sink.closed:
             return
+        if fut.exception() is not None or fut.result().get("type") == "http.disconnect":
+            self._sink.lost()
+        else:  # the request's (empty) body: the next message is the disconnect
+            self._arm()
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
 
 
 async def _send_response(send: Send, response: Response) -> None:

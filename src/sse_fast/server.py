@@ -8,6 +8,7 @@ the settings travel in one environment variable (``SSE_FAST_SERVE``, JSON) and
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -109,7 +110,23 @@ def create_app() -> SSEApp:
     """granian's factory target: the app described by ``$SSE_FAST_SERVE``."""
     app = build_app(ServeConfig.from_env())
     _say_goodbye_on_worker_signal(app)
+    tune_gc()
     return app
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a process holding many long-lived streams.
+
+    Every wake-up allocates a little, so the young generation fills fast, and
+    every tenth young collection walks the middle one, where tens of
+    thousands of subscribers' tasks and frames sit; profiled at 10,000
+    subscribers that was a fifth of the server's time.  A larger young
+    generation means far fewer of those walks; what the process imported and
+    built before serving is frozen out of them entirely.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _say_goodbye_on_worker_signal(app: SSEApp) -> None:

@@ -25,7 +25,7 @@ def run(config: ServeConfig) -> None:
     """Run the edge described by ``config`` on the native engine until SIGINT/SIGTERM."""
     import uvloop
 
-    from ..server import SHUTDOWN_GRACE, build_app
+    from ..server import SHUTDOWN_GRACE, build_app, tune_gc
 
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -39,4 +39,5 @@ def run(config: ServeConfig) -> None:
         backlog=max(1024, min(config.max_connections, 65535)),
         grace=SHUTDOWN_GRACE,
     )
+    tune_gc()
     uvloop.run(server.serve())
