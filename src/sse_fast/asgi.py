@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from .auth import HTTPError, UidResolver, query_uid
-from .hub import Hub, HubClosedError, HubFullError, Subscriber
+from .hub import Hub, Subscriber
 from .request import Request
 from .routes import Response, Routes
 
@@ -244,14 +244,7 @@ class SSEApp:
         wanted = await self.routes.subscription(request)
         hub = self.hub
         sink = StreamSink(asyncio.current_task(), asyncio.get_running_loop())
-        try:
-            sub = hub.subscribe(
-                wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
-            )
-        except HubFullError as exc:
-            raise HTTPError(503, f"connections: {exc}", [(b"retry-after", b"5")]) from None
-        except HubClosedError:
-            raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+        sub = self.routes.open_subscription(wanted, sink)
         watcher = self._watch(receive, sink)
         try:
             await self._stream(sub, sink, send, self.routes.stream_headers(request), wanted.last_event_id)

@@ -17,7 +17,7 @@ import orjson
 from .auth import HTTPError, UidResolver, check_push_token, query_uid
 from .errors import InvalidEventError, SSEFastError
 from .event import Event
-from .hub import Hub, HubClosedError
+from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
 from .request import Request
 
@@ -142,6 +142,17 @@ class Routes:
         if last_event_id is None:
             last_event_id = request.query("last_event_id")
         return Subscription(uid, event_type, last_event_id)
+
+    def open_subscription(self, wanted: Subscription, sink: SubscriberSink) -> Subscriber:
+        """Register ``sink`` with the hub, or raise the 503 a full or closing hub calls for."""
+        try:
+            return self.hub.subscribe(
+                wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
+            )
+        except HubFullError as exc:
+            raise HTTPError(503, f"connections: {exc}", [(b"retry-after", b"5")]) from None
+        except HubClosedError:
+            raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
 
     def stream_headers(self, request: Request) -> Headers:
         return STREAM_HEADERS + self.cors_headers(request)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import httptools
 
 from ..auth import HTTPError
-from ..hub import HubClosedError, HubFullError
 from ..request import Request
 from ..routes import Response
 from .asgi_bridge import ASGICycle, http_scope
@@ -242,14 +241,7 @@ class HTTPConnection(asyncio.Protocol):
             headers = [*headers, (b"transfer-encoding", b"chunked")] if chunked else list(headers)
             headers.append((b"connection", b"close"))
             sink = NativeSink(hub, transport, encode_head(200, headers), chunked)
-            try:
-                sub = hub.subscribe(
-                    wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
-                )
-            except HubFullError as exc:
-                raise HTTPError(503, f"connections: {exc}", [(b"retry-after", b"5")]) from None
-            except HubClosedError:
-                raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+            sub = routes.open_subscription(wanted, sink)
         except HTTPError as exc:
             self._answer(item, routes.error(request, exc))
             return
