@@ -194,7 +194,7 @@ class Hub:
             f'{{"reason":{encode_json_string(reason)}}}', SHUTDOWN_EVENT, None, retry_ms
         )
         for sub in tuple(self._subs):
-            self._flush_one(sub, force=True)
+            self._flush_one(sub)  # what is pending goes before the goodbye
             sub.sink.write(goodbye)
             self._drop(sub, close=True)
         if self._background:
@@ -441,7 +441,7 @@ class Hub:
                 if not sub.busy and not sub.closed:
                     self._flush_one(sub)
 
-    def _flush_one(self, sub: Subscriber, force: bool = False) -> None:
+    def _flush_one(self, sub: Subscriber) -> None:
         ring = self._ring
         start = sub.cursor
         try:
