@@ -292,6 +292,18 @@ def test_wildcard_cors_is_refused_with_jwt(tmp_path):
     assert "--cors-origin" in result.stderr
 
 
+def test_http2_on_the_native_engine_is_refused_with_the_reason(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--engine", "native", "--http", "auto"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--http" in result.stderr and "HTTP/1.1" in result.stderr
+
+
 def test_more_than_one_worker_is_refused_with_the_reason(tmp_path):
     import subprocess
     import sys

@@ -46,6 +46,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="granian (default: HTTP/1.1 and 2, TLS) or native (uvloop + httptools, HTTP/1.1, "
         "the most subscribers per core)",
     )
+    p.add_argument(
+        "--http", choices=["1", "2", "auto"], default="1",
+        help="granian engine: HTTP/1.1 only (default: the least memory per stream), 2, or auto-detect",
+    )
     p.add_argument("--header-timeout", type=float, default=10.0,
                    help="native engine: seconds a client may take to send its request headers")
     p.add_argument("--keep-alive-timeout", type=float, default=5.0,
@@ -69,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         dashboard=args.dashboard,
         engine=args.engine,
+        http=args.http,
         header_timeout=args.header_timeout,
         keepalive_timeout=args.keep_alive_timeout,
     )
