@@ -133,7 +133,6 @@ class SSEApp:
             ("GET", "/metrics"): self._answer(self.routes.metrics),
             ("GET", "/healthz"): self._answer(self.routes.healthz),
         }
-        self.routes.known.update(self._routes)
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Future[None]] = set()
 
@@ -142,7 +141,6 @@ class SSEApp:
     ) -> None:
         """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in."""
         self._routes[(method, path)] = handler
-        self.routes.known.add((method, path))
 
     @property
     def resolve_uid(self) -> UidResolver:
@@ -221,20 +219,20 @@ class SSEApp:
         request = Request.from_scope(scope)
         try:
             if request.method == "OPTIONS":
-                await _send_response(send, self.routes.preflight(request))
+                await send_response(send, self.routes.preflight(request))
                 return
-            self.routes.check_route(request)
+            self.routes.check_route(request, self._routes)
             await self._ensure_started()
             await self._routes[(request.method, request.path)](request, scope, receive, send)
         except HTTPError as exc:
-            await _send_response(send, self.routes.error(request, exc))
+            await send_response(send, self.routes.error(request, exc))
 
     @staticmethod
     def _answer(
         handler: Callable[[Request], Response],
     ) -> Callable[[Request, Scope, Receive, Send], Awaitable[None]]:
         async def route(request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-            await _send_response(send, handler(request))
+            await send_response(send, handler(request))
 
         return route
 
@@ -303,7 +301,7 @@ class SSEApp:
     async def _push(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         self.routes.check_push(request)
         body = await self._read_body(receive)
-        await _send_response(send, await self.routes.push(request, body))
+        await send_response(send, await self.routes.push(request, body))
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
@@ -360,7 +358,8 @@ class DisconnectWatch:
             self._pending.cancel()
 
 
-async def _send_response(send: Send, response: Response) -> None:
+async def send_response(send: Send, response: Response) -> None:
+    """Send a complete response; a client that already left gets nothing, quietly."""
     headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
     with contextlib.suppress(Exception):  # the client may be gone: nothing to tell it
         await send({"type": "http.response.start", "status": response.status, "headers": headers})

@@ -46,11 +46,12 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
 
-from .asgi import Receive, Scope, Send, SSEApp
+from .asgi import Receive, Scope, Send, SSEApp, send_response
 from .auth import HTTPError, check_push_token, query_uid
 from .event import Event
 from .hub import Hub
 from .request import Request
+from .routes import Response
 
 logger = logging.getLogger("sse_fast.dashboard")
 
@@ -190,7 +191,7 @@ class Dashboard:
         if self._page is None:
             self._page = render_page(self._auth_modes())
         body, headers = self._page
-        await _send_all(send, 200, body, headers)
+        await send_response(send, Response(200, body, headers))
 
     def _auth_modes(self) -> list[str]:
         """What the page must ask for: a push token (stats, /push) and/or a subscriber JWT (/events)."""
@@ -300,13 +301,6 @@ def _hashes(html: bytes, tag: bytes) -> list[str]:
         "'sha256-" + base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode() + "'"
         for m in pattern.finditer(html)
     ] or ["'none'"]
-
-
-async def _send_all(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    with contextlib.suppress(Exception):  # the client went away: nothing to tell
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def install_dashboard(app: SSEApp, *, interval: float = 1.0) -> Dashboard:

@@ -8,7 +8,7 @@ headers.  Only streaming and socket handling differ between engines.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,9 +68,6 @@ class Routes:
     subscribe and push from a browser (``"*"`` for any).
     """
 
-    SUBSCRIBE = ("GET", "/events")
-    PUSH = ("POST", "/push")
-
     def __init__(
         self,
         hub: Hub,
@@ -85,22 +82,15 @@ class Routes:
         self.push_token = push_token
         self.cors_origins = frozenset(cors_origins)
         self.max_body = max_body
-        self.known: set[tuple[str, str]] = {
-            self.SUBSCRIBE,
-            self.PUSH,
-            ("GET", "/stats"),
-            ("GET", "/metrics"),
-            ("GET", "/healthz"),
-        }
 
     # -------------------------------------------------------------- routing
 
-    def check_route(self, request: Request) -> None:
-        """Raise 404/405 unless ``request`` names a known route."""
-        key = (request.method, request.path)
-        if key in self.known:
+    @staticmethod
+    def check_route(request: Request, known: Collection[tuple[str, str]]) -> None:
+        """Raise 404/405 unless ``request`` names one of the ``known`` (method, path) routes."""
+        if (request.method, request.path) in known:
             return
-        allowed = sorted(m for (m, p) in self.known if p == request.path)
+        allowed = sorted(m for (m, p) in known if p == request.path)
         if allowed:
             raise HTTPError(
                 405,

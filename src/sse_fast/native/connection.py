@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sse_fast.native")
 
-SUBSCRIBE = ("GET", "/events")
 
 
 class HeadTooLarge(Exception):
@@ -218,6 +217,10 @@ class HTTPConnection(asyncio.Protocol):
             self._stop_parsing()
             transport.close()
             return
+        self._next_request()
+
+    def _next_request(self) -> None:
+        """Start the next pipelined request, read on, and time the wait for one if idle."""
         if self.queue:
             self._start(self.queue.popleft())
         if not self.queue:
@@ -280,12 +283,7 @@ class HTTPConnection(asyncio.Protocol):
             self._stop_parsing()
             transport.close()
             return
-        if self.queue:
-            self._start(self.queue.popleft())
-        if not self.queue:
-            self.resume_reading()
-        if self.active is None and self.cycle is None:
-            self.server.wait_for_request(self)
+        self._next_request()
 
     # ---------------------------------------------------------------- helpers
 
