@@ -64,11 +64,6 @@ PUBLISHER_TASK_NAME = "sse_fast.dashboard.publisher"
 VIEWER_UID = "viewer"
 RATE_KEYS = ("events", "deliveries", "failed", "dropped")
 
-_CLOSE_POLL = 0.25
-"""The hub has no close callback (and may be closed by a host application), so
-the publisher looks at its ``closing`` flag this often: viewers are told
-goodbye promptly, and granian's graceful stop is not kept waiting on them."""
-
 _AUTH_PLACEHOLDER = b"__SSE_FAST_AUTH__"
 
 
@@ -252,7 +247,8 @@ class Dashboard:
             while not self.hub.closing:
                 now = loop.time()
                 if now < next_tick:
-                    await asyncio.sleep(min(_CLOSE_POLL, next_tick - now))
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.hub.wait_closing(), next_tick - now)
                     continue
                 next_tick = max(next_tick + self.interval, now + self.interval / 2)
                 try:

@@ -158,6 +158,7 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._closed_event: asyncio.Event | None = None
+        self._closing_event = asyncio.Event()
         self._started = False
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -186,6 +187,7 @@ class Hub:
                 await self._closed_event.wait()
             return
         self._closing = True
+        self._closing_event.set()
         self._closed_event = asyncio.Event()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -211,6 +213,10 @@ class Hub:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    async def wait_closing(self) -> None:
+        """Return once :meth:`close` has begun (for tasks that live as long as the hub)."""
+        await self._closing_event.wait()
 
     @property
     def epoch(self) -> str:

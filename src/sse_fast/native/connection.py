@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sse_fast.native")
 
 
-
 class HeadTooLarge(Exception):
     """The request line and headers passed the engine's limits (answered 431)."""
 
