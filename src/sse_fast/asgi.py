@@ -290,9 +290,13 @@ class SSEApp:
         except asyncio.CancelledError:
             if not sink.closed:
                 raise  # the server is cancelling us, not the hub
+            # The hub cancelled a send stuck on a client that stopped reading.
+            # Python 3.11+ counts cancellations; take ours back so that
+            # nothing later in this task (a timeout, a task group) sees it.
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            uncancel = getattr(task, "uncancel", None)  # absent on Python 3.10
+            if uncancel is not None:
+                uncancel()
         except Exception as exc:  # the server could not write: the client is gone
             hub.write_failed(sub, exc)
 
