@@ -44,10 +44,12 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
 class ServerProcess:
     """One ``sse-fast serve`` (or any ASGI app under granian) in its own process group."""
 
-    def __init__(self, args: list[str], cwd: Path, command: list[str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, command: list[str] | None = None, port: int | None = None
+    ) -> None:
         self.args = args
         self.cwd = cwd
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
@@ -193,10 +195,10 @@ def serve(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[.
     servers: list[ServerProcess] = []
     engine: str | None = getattr(request, "param", None)
 
-    def start(*args: str, command: list[str] | None = None) -> ServerProcess:
+    def start(*args: str, command: list[str] | None = None, port: int | None = None) -> ServerProcess:
         if command is None and engine is not None:
             args = (*args, "--engine", engine)
-        server = ServerProcess(list(args), tmp_path, command)
+        server = ServerProcess(list(args), tmp_path, command, port)
         servers.append(server)
         return server.start()
 

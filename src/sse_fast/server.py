@@ -18,13 +18,14 @@ from typing import Any
 from .asgi import SSEApp
 from .auth import JWTAuth, UidResolver, query_uid
 from .hub import Hub
+from .parentwatch import PARENT_PID_ENV, watch_parent
 
 CONFIG_ENV = "SSE_FAST_SERVE"
 DEFAULT_STORE = "sqlite:///sse_fast.db"
 SHUTDOWN_GRACE = 10
+"""Seconds a worker may take to say goodbye and exit before it is killed."""
 ENGINES = ("granian", "native")
 HTTP_MODES = ("1", "2", "auto")
-"""Seconds a worker may take to say goodbye and exit before it is killed."""
 
 
 @dataclass
@@ -116,6 +117,7 @@ def create_app() -> SSEApp:
     """granian's factory target: the app described by ``$SSE_FAST_SERVE``."""
     app = build_app(ServeConfig.from_env())
     _say_goodbye_on_worker_signal(app)
+    watch_parent(grace=SHUTDOWN_GRACE)  # a worker must not outlive a SIGKILLed `sse-fast serve`
     tune_gc()
     return app
 
@@ -194,6 +196,7 @@ def run(config: ServeConfig) -> None:
     from granian.server import Server
 
     os.environ[CONFIG_ENV] = config.to_env()
+    os.environ[PARENT_PID_ENV] = str(os.getpid())
     # granian admits backlog/workers concurrent requests by default (1024):
     # every subscriber is one long request, so admit max_connections plus
     # room for pushes and probes.

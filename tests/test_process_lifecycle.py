@@ -1,0 +1,66 @@
+"""Processes as a supervisor sees them: a SIGKILLed server leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+from conftest import HOST, wait_until
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_sigkill_of_the_server_pid_leaves_no_worker_listening(serve, subscribe):
+    """A supervisor kills the pid it knows (not the group) and starts a new server on the port."""
+    server = serve("--store", "none")
+    assert server.proc is not None
+    reader = subscribe(f"{server.url}/events?uid=7")
+    wait_until(lambda: server.stats()["connections"] == 1)
+
+    os.kill(server.proc.pid, signal.SIGKILL)  # only the main process, as a supervisor would
+    server.proc.wait(5)
+    wait_until(lambda: not _group_alive(server.proc.pid), timeout=15)  # type: ignore[union-attr]
+    assert not _listening(server.port)
+    assert reader.ended.wait(5)  # the worker's streams ended with it
+
+    replacement = serve("--store", "none", port=server.port)
+    fresh = subscribe(f"{replacement.url}/events?uid=7")
+    wait_until(lambda: replacement.stats()["connections"] == 1)
+    for _ in range(5):  # every push lands in the one live process
+        assert replacement.push([{"event": "n", "data": 1}], uids=["7"]).status_code == 200
+    assert len(fresh.wait_events(5)) == 5
+    assert replacement.stats()["connections"] == 1
+
+
+def test_a_worker_whose_parent_is_already_gone_stops_at_once(tmp_path):
+    """The watch notices a parent that died before it started (a race at start-up)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, time\n"
+        "from sse_fast.parentwatch import watch_parent\n"
+        "watch_parent(1 if os.getppid() != 1 else 2, grace=1.0)\n"  # a pid that is not our parent
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert result.returncode == -signal.SIGTERM
+    assert time.monotonic() - started < 10
+    assert "is gone: stopping this worker" in result.stderr
