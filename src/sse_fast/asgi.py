@@ -132,6 +132,7 @@ class SSEApp:
             ("GET", "/stats"): self._answer(self.routes.stats),
             ("GET", "/metrics"): self._answer(self.routes.metrics),
             ("GET", "/healthz"): self._answer(self.routes.healthz),
+            ("GET", "/readyz"): self._answer(self.routes.readyz),
         }
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -226,6 +227,9 @@ class SSEApp:
             await self._routes[(request.method, request.path)](request, scope, receive, send)
         except HTTPError as exc:
             await send_response(send, self.routes.error(request, exc))
+        except Exception:  # a fault of ours: still the JSON error format, as a 5xx
+            logger.exception("%s %s failed", request.method, request.path)
+            await send_response(send, self.routes.error(request, HTTPError(500, "server: internal error")))
 
     @staticmethod
     def _answer(

@@ -27,7 +27,7 @@ from ._core import HEARTBEAT, FanoutRing, encode_event
 from .errors import CursorLagging, EmptyPushError, InvalidEventIdError, SSEFastError
 from .event import Event, encode_body, validate_uids
 from .ids import EventId, format_id, new_epoch
-from .stores.base import NewEvent, Store
+from .stores.base import HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
 
 logger = logging.getLogger("sse_fast.hub")
 
@@ -40,7 +40,11 @@ SHUTDOWN_EVENT = "shutdown"
 
 RESET_EVENT = "reset"
 """Event type sent before a replay that cannot start right after the client's
-``Last-Event-ID``; its data is ``{"reason": ..., "last_event_id": ...}``."""
+``Last-Event-ID``; its data is ``{"reason": ..., "last_event_id": ...}``.
+Connected subscribers get one too (reason ``history_lost``) when the store
+loses its history under the hub."""
+
+HISTORY_LOST = "history_lost"
 
 PushFailedCallback = Callable[[str, Event, str], Any]
 
@@ -101,6 +105,10 @@ class HubStats:
     heartbeats: int = 0
     replayed: int = 0
     resets: int = 0
+    store_unavailable: int = 0
+    """Pushes refused because the store could not be reached."""
+    histories_lost: int = 0
+    """Times the store's history was wiped under the hub (a new epoch began)."""
     failed_by_reason: dict[str, int] = field(
         default_factory=lambda: {OFFLINE: 0, SLOW_CONSUMER: 0, WRITE_ERROR: 0}
     )
@@ -116,7 +124,9 @@ class Hub:
     falls further behind is a slow consumer and is disconnected.
     ``on_push_failed(uid, event, reason)`` is told of every event that could
     not be delivered live (reasons ``offline``, ``slow_consumer``,
-    ``write_error``); it may be a coroutine function.
+    ``write_error``); it may be a coroutine function.  The store is asked
+    every ``store_check_interval`` seconds whether it can take saves
+    (:attr:`accepting_pushes`) and whether it still holds the hub's history.
     """
 
     def __init__(
@@ -131,6 +141,7 @@ class Hub:
         ring_bytes: int = 32 * 1024 * 1024,
         max_connections: int = 100_000,
         replay_page: int = 100,
+        store_check_interval: float = 1.0,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError("heartbeat: must be a positive number of seconds")
@@ -143,6 +154,7 @@ class Hub:
         self.on_push_failed = on_push_failed
         self.max_connections = max_connections
         self.replay_page = replay_page
+        self.store_check_interval = store_check_interval
         self.stats = HubStats()
         self._ring = FanoutRing(ring_frames, ring_bytes)
         self._recent: deque[tuple[Event, str | None]] = deque()
@@ -156,6 +168,9 @@ class Hub:
         self._clock = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._store_watch: asyncio.Task[None] | None = None
+        self._store_error: str | None = None
+        self._history_lock: asyncio.Lock | None = None
         self._closing = False
         self._closed_event: asyncio.Event | None = None
         self._closing_event = asyncio.Event()
@@ -174,6 +189,8 @@ class Hub:
             self._epoch = self.store.epoch
             self._seq = await self.store.last_seq()
         self._sweeper = self._loop.create_task(self._sweep_forever())
+        if self.store is not None:
+            self._store_watch = self._loop.create_task(self._watch_store_forever())
         self._started = True
 
     async def close(self, reason: str = "server shutting down", retry_ms: int | None = 1000) -> None:
@@ -189,9 +206,10 @@ class Hub:
         self._closing = True
         self._closing_event.set()
         self._closed_event = asyncio.Event()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for task in (self._sweeper, self._store_watch):
+            if task is not None:
+                task.cancel()
+        self._sweeper = self._store_watch = None
         goodbye = encode_event(
             f'{{"reason":{encode_json_string(reason)}}}', SHUTDOWN_EVENT, None, retry_ms
         )
@@ -221,6 +239,16 @@ class Hub:
     @property
     def epoch(self) -> str:
         return self._epoch
+
+    @property
+    def accepting_pushes(self) -> bool:
+        """Started, not closing, and the store (if any) answered its last save or check."""
+        return self._started and not self._closing and self._store_error is None
+
+    @property
+    def store_error(self) -> str | None:
+        """Why the store could not be used last time, while it still cannot."""
+        return self._store_error
 
     @property
     def connections(self) -> int:
@@ -290,8 +318,11 @@ class Hub:
         epoch, older than retention, or no store), a ``reset`` event comes
         first, then everything retained.
         """
+        epoch = self._epoch  # a history lost meanwhile ends this replay: see _begin_new_history
         try:
             after, reason = await self._resume_point(last_event_id)
+            if self._epoch != epoch:
+                return
             if reason is not None:
                 self.stats.resets += 1
                 yield encode_event(
@@ -303,7 +334,7 @@ class Hub:
                 page = await store.list_after(
                     sub.uid, after, event_type=sub.event_type, limit=self.replay_page
                 )
-                if sub.closed:
+                if sub.closed or self._epoch != epoch:
                     return
                 if page:
                     after = page[-1].seq
@@ -336,7 +367,11 @@ class Hub:
         if parsed.epoch != self._epoch:
             return 0, "unknown_epoch"
         if parsed.seq > self._seq:
-            return 0, "unknown_id"
+            # Another process writing the same store may have got further than
+            # the events this hub has seen: ask before calling the id unknown.
+            self._seq = max(self._seq, await self.store.last_seq())
+            if parsed.seq > self._seq:
+                return 0, "unknown_id"
         if parsed.seq + 1 < await self.store.first_seq():
             return parsed.seq, "expired"
         return parsed.seq, None
@@ -360,7 +395,7 @@ class Hub:
         targets = validate_uids(uids)
         prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
         if self.store is not None:
-            stored = await self.store.save(
+            stored = await self._save(
                 [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared, strict=False)]
             )
             seqs = [s.seq for s in stored]
@@ -572,6 +607,104 @@ class Hub:
         if close:
             sub.sink.close()
 
+    # ---------------------------------------------------------- store health
+
+    async def _save(self, events: list[NewEvent]) -> list[StoredEvent]:
+        """Save through the store; a lost history is adopted once and the save tried again."""
+        assert self.store is not None
+        for attempt in (1, 2):
+            epoch = self._epoch
+            try:
+                stored = await self.store.save(events)
+            except HistoryLostError:
+                if attempt == 2:
+                    raise
+                await self._adopt_new_history(epoch)
+                continue
+            except StoreUnavailableError as exc:
+                self.stats.store_unavailable += 1
+                self._store_failed(exc)
+                raise
+            self._store_recovered()
+            return stored
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _watch_store_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.store_check_interval)
+            try:
+                await self.check_store()
+            except Exception:
+                logger.exception("store check failed")
+
+    async def check_store(self) -> None:
+        """Ask the store whether it can take saves, and adopt a new history if it lost ours."""
+        if self.store is None:
+            return
+        epoch = self._epoch
+        try:
+            await self.store.check()
+        except HistoryLostError:
+            try:
+                await self._adopt_new_history(epoch)
+            except StoreUnavailableError as exc:
+                self._store_failed(exc)
+                return
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            return
+        self._store_recovered()
+
+    def _store_failed(self, exc: StoreUnavailableError) -> None:
+        if self._store_error is None:
+            logger.warning("store unavailable, pushes answer 503 until it is back: %s", exc)
+        self._store_error = str(exc)
+
+    def _store_recovered(self) -> None:
+        if self._store_error is not None:
+            logger.warning("store available again")
+            self._store_error = None
+
+    async def _adopt_new_history(self, lost_epoch: str) -> None:
+        """The store's history was wiped (Redis flushed or restarted empty): go on with the new one.
+
+        Concurrent pushes may all find out at once; the first adopts, the
+        others see the epoch has moved on.
+        """
+        assert self.store is not None
+        if self._history_lock is None:
+            self._history_lock = asyncio.Lock()
+        async with self._history_lock:
+            if self._epoch != lost_epoch:
+                return
+            await self.store.recover()
+            seq = await self.store.last_seq()
+            self._begin_new_history(self.store.epoch, seq)
+
+    def _begin_new_history(self, epoch: str, seq: int) -> None:
+        """Number from the new history and tell every connected subscriber to reset.
+
+        The reset carries the new history's id, so a client that reconnects
+        before the next event resumes in the new history, not the lost one.
+        Frames already pending leave first: they were accepted before the loss.
+        """
+        lost = format_id(self._epoch, self._seq) if self._seq else None
+        logger.warning("history %s lost (last id %s): continuing as %s", self._epoch, lost, epoch)
+        self._epoch = epoch
+        self._seq = seq
+        self.stats.histories_lost += 1
+        frame = encode_event(
+            orjson.dumps({"reason": HISTORY_LOST, "last_event_id": lost}).decode(),
+            RESET_EVENT,
+            format_id(epoch, seq),
+        )
+        for sub in tuple(self._subs):
+            sub.after_seq = 0  # seqs start again: nothing of the new history is "already replayed"
+            if not sub.replaying:  # a replay in progress stops at its next page
+                self._flush_one(sub)
+            self.stats.resets += 1
+            sub.sink.write(frame)
+
     # ------------------------------------------------------------ heartbeats
 
     async def _sweep_forever(self) -> None:
@@ -621,6 +754,9 @@ class Hub:
             "heartbeats": s.heartbeats,
             "replayed": s.replayed,
             "resets": s.resets,
+            "store_unavailable": s.store_unavailable,
+            "histories_lost": s.histories_lost,
+            "store": {"available": self._store_error is None, "error": self._store_error},
             "ring": {"frames": len(self._ring), "bytes": self._ring.nbytes,
                      "max_frames": self._ring.max_frames, "max_bytes": self._ring.max_bytes},
             "last_id": format_id(self._epoch, self._seq) if self._seq else None,
@@ -632,6 +768,7 @@ def encode_json_string(text: str) -> str:
 
 
 __all__ = [
+    "HISTORY_LOST",
     "OFFLINE",
     "RESET_EVENT",
     "SHUTDOWN_EVENT",

@@ -20,6 +20,7 @@ from .event import Event
 from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
 from .request import Request
+from .stores.base import StoreUnavailableError
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -34,6 +35,7 @@ PREFLIGHT_HEADERS: Headers = [
     (b"access-control-max-age", b"600"),
 ]
 MAX_PUSH_EVENTS = 10_000
+RETRY_SOON: Headers = [(b"retry-after", b"1")]
 
 
 @dataclass(slots=True)
@@ -169,12 +171,14 @@ class Routes:
         events, uids = decode_push(body)
         try:
             ids = await self.hub.push(events, uids)
-        except InvalidEventError as exc:
-            raise HTTPError(400, str(exc)) from None
         except HubClosedError:
             raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+        except StoreUnavailableError as exc:
+            raise HTTPError(503, f"store: unavailable, nothing was accepted ({exc})", RETRY_SOON) from None
         except SSEFastError as exc:
-            raise HTTPError(400, str(exc)) from None
+            if isinstance(exc, ValueError):  # the push itself is wrong: names the field and the rule
+                raise HTTPError(400, str(exc)) from None
+            raise  # anything else is ours: a 500
         return Response.json(200, {"code": 0, "msg": "ok", "data": {"ids": ids}}, self.cors_headers(request))
 
     # -------------------------------------------------------------- figures
@@ -192,9 +196,20 @@ class Routes:
         )
 
     def healthz(self, request: Request) -> Response:
+        """Liveness: the process serves streams.  Not the store: a load balancer that
+        pulled every node whenever Redis blinked would cut every subscriber off."""
         if self.hub.closing:
             raise HTTPError(503, "server: shutting down")
         return Response.json(200, {"status": "ok", "connections": self.hub.connections})
+
+    def readyz(self, request: Request) -> Response:
+        """Readiness: pushes can be accepted now (the store answers, not shutting down)."""
+        hub = self.hub
+        if hub.closing:
+            raise HTTPError(503, "server: shutting down", RETRY_SOON)
+        if hub.store_error is not None:
+            raise HTTPError(503, f"store: unavailable ({hub.store_error})", RETRY_SOON)
+        return Response.json(200, {"status": "ready", "connections": hub.connections})
 
 
 def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:

@@ -16,7 +16,16 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import DEFAULT_PAGE, HistoryLostError, NewEvent, Retention, Store, StoreClosedError, StoredEvent
+from .base import (
+    DEFAULT_PAGE,
+    HistoryLostError,
+    NewEvent,
+    Retention,
+    Store,
+    StoreClosedError,
+    StoredEvent,
+    StoreUnavailableError,
+)
 from .memory import MemoryStore
 from .redis import RedisStore
 from .sqlite import SQLiteStore
@@ -130,6 +139,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreClosedError",
+    "StoreUnavailableError",
     "StoredEvent",
     "open_store",
 ]

@@ -35,7 +35,16 @@ class StoreClosedError(SSEFastError):
 
 
 class HistoryLostError(SSEFastError):
-    """The backend's history was wiped under an open store; saving on would reuse ids."""
+    """The backend's history was wiped under an open store; saving on would reuse ids.
+
+    :meth:`Store.recover` starts the store on the backend's new history."""
+
+
+class StoreUnavailableError(SSEFastError):
+    """The backend cannot be reached now (down, restarting, too slow); try again shortly.
+
+    A save that failed this way may still have been written when the backend
+    timed out after executing it: the caller learns nothing either way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +160,18 @@ class Store(Protocol):
 
     async def first_seq(self) -> int:
         """The smallest sequence number still retained (``last_seq() + 1`` when empty)."""
+        ...
+
+    async def check(self) -> None:
+        """Ask the backend whether saves can succeed now (cheap: the hub calls it every second).
+
+        Raises :class:`StoreUnavailableError` when it cannot be reached and
+        :class:`HistoryLostError` when its history was wiped under us."""
+        ...
+
+    async def recover(self) -> None:
+        """After :class:`HistoryLostError`: go on with the backend's new history (a new
+        epoch, seqs from 1).  ``epoch`` and ``last_seq()`` then describe it."""
         ...
 
     async def last_seq(self) -> int:

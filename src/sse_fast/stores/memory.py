@@ -100,6 +100,12 @@ class MemoryStore:
                     break
         return out
 
+    async def check(self) -> None:
+        """Memory is always there (and never loses history while the process lives)."""
+
+    async def recover(self) -> None:
+        """Nothing to recover: :meth:`check` never reports a lost history."""
+
     async def first_seq(self) -> int:
         return self._events[0].seq if self._events else self._last_seq + 1
 

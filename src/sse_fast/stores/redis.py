@@ -39,18 +39,33 @@ checks each entry's own ``u`` field, so a stale index member is harmless.
 
 Durability is Redis's: a ``save`` returns once Redis has executed the script;
 whether that survives a Redis restart depends on its AOF/RDB settings.
+
+Failures: a Redis that cannot be reached, is loading its data, or does not
+answer within ``COMMAND_TIMEOUT`` makes calls raise
+:class:`~sse_fast.stores.base.StoreUnavailableError` (the edge answers 503), and
+a save waits at most ``SAVE_TIMEOUT`` in all, queue included.  A Redis that
+lost its data (FLUSHALL, a restart without persistence) no longer holds our
+epoch: saves and :meth:`RedisStore.check` raise ``HistoryLostError``, and
+:meth:`RedisStore.recover` goes on with the new history.  The client gets short
+timeouts and one quick reconnect attempt by default; options given in the URL
+(``socket_timeout=``, ...) win.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import format_id, new_epoch
 from .base import (
@@ -61,6 +76,7 @@ from .base import (
     Retention,
     StoreClosedError,
     StoredEvent,
+    StoreUnavailableError,
     check_limit,
     wall_clock,
 )
@@ -69,6 +85,53 @@ DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 MAX_BATCH_EVENTS = 2_000
 """Events per script call: enough to amortise the round trip, small enough not to stall Redis."""
+CONNECT_TIMEOUT = 1.0
+"""Seconds to open a connection to Redis before it counts as unreachable."""
+COMMAND_TIMEOUT = 2.0
+"""Seconds Redis may take to answer one command (the save script included)."""
+SAVE_TIMEOUT = 2.5
+"""Seconds a save may wait in all, queued behind others included: a publisher
+hears 503 within that, not whenever a hung Redis lets go."""
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+"""What a Redis that is down, restarting, loading its data or a read-only replica raises."""
+
+
+def _client(url: str) -> aioredis.Redis:
+    """A client that fails fast: short timeouts, one quick reconnect (a restarted Redis
+    leaves the pool's connections dead), never a retry after a timeout."""
+    backoff = ExponentialWithJitterBackoff(base=0.05, cap=0.25)
+    retry = Retry(backoff, 1, supported_errors=(RedisConnectionError,))
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=retry,
+    )
+
+
+def _unavailable(exc: BaseException, doing: str) -> StoreUnavailableError:
+    return StoreUnavailableError(f"RedisStore: {doing}: Redis unavailable ({type(exc).__name__}: {exc})")
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _fails_as_unavailable(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Report Redis being down as the store protocol's StoreUnavailableError."""
+
+    @functools.wraps(method)
+    async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, method.__name__) from exc
+
+    return call
 
 # KEYS: seq, stream, broadcast index, epoch.
 # ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
@@ -194,7 +257,7 @@ class RedisStore:
         self._retention = Retention(max_events, max_age)
         self._url = url_or_client if isinstance(url_or_client, str) else None
         if isinstance(url_or_client, str):
-            self._redis: aioredis.Redis = aioredis.Redis.from_url(url_or_client, decode_responses=True)
+            self._redis: aioredis.Redis = _client(url_or_client)
         else:
             self._redis = url_or_client
         self.key_prefix = key_prefix
@@ -232,11 +295,7 @@ class RedisStore:
     async def open(self) -> None:
         if self._writer is not None:
             return
-        await self._redis.set(self.epoch_key, new_epoch(), nx=True)
-        epoch = await self._redis.get(self.epoch_key)
-        if epoch is None:
-            raise StoreClosedError(f"RedisStore: {self.epoch_key} vanished while opening")
-        self._epoch = _text(epoch)
+        await self._adopt_epoch()
         await self._call_script([], 0.0)  # apply retention now, as the protocol promises
         self._queue = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -251,7 +310,7 @@ class RedisStore:
         await writer
         if self._url is not None:  # we made the client, so we close it; a re-open makes a new one
             await self._redis.aclose()
-            self._redis = aioredis.Redis.from_url(self._url, decode_responses=True)
+            self._redis = _client(self._url)
             self._save_script = self._redis.register_script(_SAVE_LUA)
 
     # ----------------------------------------------------------------- write
@@ -264,7 +323,13 @@ class RedisStore:
             return []
         future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
         queue.put_nowait(_SaveRequest(future, events))
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), SAVE_TIMEOUT)
+        except asyncio.TimeoutError:
+            future.cancel()  # not sent yet: it never will be; in flight: Redis may still run it
+            raise StoreUnavailableError(
+                f"RedisStore: save: no answer from Redis within {SAVE_TIMEOUT} s"
+            ) from None
 
     async def _write_loop(self) -> None:
         queue = self._queue
@@ -283,7 +348,9 @@ class RedisStore:
                     break
                 batch.append(nxt)
                 size += len(nxt.events)
-            await self._commit(batch)
+            batch = [req for req in batch if not req.future.done()]  # given up while queued
+            if batch:
+                await self._commit(batch)
             if stop:
                 return
 
@@ -332,17 +399,50 @@ class RedisStore:
         keys = [self.seq_key, self.stream_key, self.broadcast_key, self.epoch_key]
         try:
             result = await self._save_script(keys=keys, args=args)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, "save") from exc
         except ResponseError as exc:
             if str(exc).startswith("SSEFAST_EPOCH"):
-                raise HistoryLostError(
-                    f"RedisStore: {self.epoch_key} no longer holds epoch {self._epoch!r} "
-                    f"(Redis was flushed or the keys deleted); reopen the store to start a new history"
-                ) from None
+                raise self._history_lost() from None
             raise
         return int(result)
 
+    def _history_lost(self) -> HistoryLostError:
+        return HistoryLostError(
+            f"RedisStore: {self.epoch_key} no longer holds epoch {self._epoch!r} "
+            f"(Redis was flushed, restarted without persistence, or the keys deleted)"
+        )
+
+    async def _adopt_epoch(self) -> None:
+        """Make this store's epoch the one Redis holds, creating it when there is none."""
+        try:
+            await self._redis.set(self.epoch_key, new_epoch(), nx=True)
+            epoch = await self._redis.get(self.epoch_key)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, "open") from exc
+        if epoch is None:
+            raise StoreClosedError(f"RedisStore: {self.epoch_key} vanished while opening")
+        self._epoch = _text(epoch)
+
+    # ---------------------------------------------------------------- health
+
+    async def check(self) -> None:
+        """One GET: is Redis there, and does it still hold our history?"""
+        try:
+            epoch = await self._redis.get(self.epoch_key)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, "check") from exc
+        if epoch is None or _text(epoch) != self._epoch:
+            raise self._history_lost()
+
+    async def recover(self) -> None:
+        """Adopt the history Redis holds now (another process may have started it already)."""
+        await self._adopt_epoch()
+        self._last_created = 0.0
+
     # ------------------------------------------------------------------ read
 
+    @_fails_as_unavailable
     async def list_after(
         self,
         uid: str,
@@ -402,12 +502,14 @@ class RedisStore:
             float(f["t"]),
         )
 
+    @_fails_as_unavailable
     async def first_seq(self) -> int:
         head = await self._redis.xrange(self.stream_key, "-", "+", count=1)
         if head and head[0][0] is not None:
             return _seq_of(head[0][0])
         return await self.last_seq() + 1
 
+    @_fails_as_unavailable
     async def last_seq(self) -> int:
         value = await self._redis.get(self.seq_key)
         return int(value) if value is not None else 0

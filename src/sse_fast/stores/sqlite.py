@@ -211,6 +211,14 @@ class SQLiteStore:
             conn.close()
         self._local = threading.local()
 
+    async def check(self) -> None:
+        """A local file: nothing to reach.  Saves report disk errors themselves."""
+        if self._writer is None:
+            raise StoreClosedError("SQLiteStore: check before open() or after close()")
+
+    async def recover(self) -> None:
+        """Nothing to recover: :meth:`check` never reports a lost history."""
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
