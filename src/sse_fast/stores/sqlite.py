@@ -31,16 +31,29 @@ Schema::
 ``last_seq`` is kept in ``meta`` so that seqs are never reused even after
 retention removed every row.  Deleting the file (with its ``-wal``/``-shm``)
 wipes the history; the next open draws a new epoch.
+
+Several processes may share one file (an overlapping restart: the new process
+opens it before the old one exits).  No bound of the history is trusted from memory
+between transactions: each commit reads the last seq (``meta.last_seq``, and
+``max(seq)`` as a guard) and the first retained seq from the file after
+``BEGIN IMMEDIATE`` has taken the write lock, numbers its events from there and
+prunes from there; ``first_seq``/``last_seq`` read the file too.  So ids stay
+strictly increasing across the processes and both see the whole history, but
+each process fans out live only what it saved itself.  A warning names the
+file when a commit finds that another process wrote it (at the first
+detection, then at most once a minute).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +74,10 @@ from .base import (
 )
 
 DEFAULT_MAX_EVENTS = 1_000_000
+FOREIGN_WRITE_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings that another process writes the file (the first is logged at once)."""
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -78,6 +95,16 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (seq, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipients_uid ON recipients(uid, seq);
+"""
+
+# The history's bounds as the file holds them.  One sub-select per value, so that
+# each min/max is a single step down the seq index (min and max in one SELECT
+# would scan the table).  created of the newest row: created grows with seq.
+_STATE = """
+SELECT (SELECT value FROM meta WHERE key = 'last_seq'),
+       (SELECT seq FROM events ORDER BY seq DESC LIMIT 1),
+       (SELECT created FROM events ORDER BY seq DESC LIMIT 1),
+       (SELECT seq FROM events ORDER BY seq LIMIT 1)
 """
 
 # Each branch is limited before the union, so a page costs O(limit) index
@@ -124,8 +151,12 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_result(result)
 
 
-def _post(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
-          exc: BaseException | None = None) -> None:
+def _post(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any,
+    exc: BaseException | None = None,
+) -> None:
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         loop.call_soon_threadsafe(_settle, future, result, exc)
 
@@ -156,6 +187,9 @@ class SQLiteStore:
         self._last_seq = 0
         self._first_seq = 1
         self._last_created = 0.0
+        self._written_seq = 0  # the file's last seq as this process last left it (at open or a commit)
+        self._foreign_writes = 0  # commits that found another process's writes since the last warning
+        self._warned_at: float | None = None
         self.commits = 0
         """Transactions committed by :meth:`save` since open (group commit makes it < saves)."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -253,17 +287,20 @@ class SQLiteStore:
                 conn.execute(statement)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (new_epoch(),))
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', '0')")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        max_seq, first, newest = conn.execute(
-            "SELECT max(seq), min(seq), max(created) FROM events"
-        ).fetchone()
-        self._epoch = meta["epoch"]
-        self._last_seq = max(int(meta["last_seq"]), max_seq or 0)
-        self._first_seq = first if first is not None else self._last_seq + 1
-        self._last_created = newest or 0.0
-        self._first_seq = self._prune(conn, self._first_seq, self._last_seq,
-                                      max(self._clock(), self._last_created))
+        [(epoch,)] = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchall()
+        self._epoch = epoch
+        last, first, newest = self._file_state(conn)
+        self._last_seq = self._written_seq = last
+        self._last_created = newest
+        self._first_seq = self._prune(conn, first, last, max(self._clock(), newest))
         conn.execute("COMMIT")
+
+    @staticmethod
+    def _file_state(conn: sqlite3.Connection) -> tuple[int, int, float]:
+        """(last seq, first retained seq, created of the newest row) as the file holds them now."""
+        meta_last, max_seq, newest, min_seq = conn.execute(_STATE).fetchone()
+        last = max(int(meta_last or 0), max_seq or 0)
+        return last, (min_seq if min_seq is not None else last + 1), (newest or 0.0)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         get = self._queue.get
@@ -294,11 +331,17 @@ class SQLiteStore:
         If the group fails, each save is retried alone so that one bad save
         (or a transient error) fails only itself.
         """
-        now = max(self._clock(), self._last_created)  # never backwards: age pruning stops early
         epoch = self._epoch
-        seq = self._last_seq
         results: list[list[StoredEvent]] = []
         try:
+            # Number from the file, under its write lock: another process may have written it.
+            conn.execute("BEGIN IMMEDIATE")
+            file_last, file_first, newest = self._file_state(conn)
+            if file_last != self._written_seq:
+                self._foreign_write(file_last)
+            seq = max(file_last, self._written_seq)  # never hand out an id twice, whatever the file says
+            # never backwards, across processes too: age pruning stops at the first row it keeps
+            now = max(self._clock(), newest, self._last_created)
             rows: list[tuple[int, str, str, float, str | None]] = []
             recipients: list[tuple[int, str]] = []
             for req in batch:
@@ -312,13 +355,12 @@ class SQLiteStore:
                         recipients.extend((seq, uid) for uid in uids)
                     out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now))
                 results.append(out)
-            conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO events(seq, event, data, created, uids) VALUES (?, ?, ?, ?, ?)", rows
             )
             conn.executemany("INSERT INTO recipients(seq, uid) VALUES (?, ?)", recipients)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
-            first = self._prune(conn, self._first_seq, seq, now)
+            first = self._prune(conn, file_first, seq, now)
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
@@ -330,12 +372,30 @@ class SQLiteStore:
             else:
                 _post(batch[0].loop, batch[0].future, None, exc)
             return
-        self._last_seq = seq
+        self._last_seq = self._written_seq = seq
         self._first_seq = first
         self._last_created = now
         self.commits += 1
         for req, out in zip(batch, results, strict=True):
             _post(req.loop, req.future, out)
+
+    def _foreign_write(self, file_last: int) -> None:
+        """Another process wrote the file since this one did: say so, at most once a minute."""
+        self._foreign_writes += 1
+        at = time.monotonic()
+        if self._warned_at is not None and at - self._warned_at < FOREIGN_WRITE_WARNING_INTERVAL:
+            return
+        logger.warning(
+            "SQLiteStore: %s is also written by another process (its last seq is %d, this process "
+            "last wrote %d; %d such commit(s) since the last warning): ids stay strictly increasing "
+            "and the history is shared, but each process fans out live only its own pushes",
+            self.path,
+            file_last,
+            self._written_seq,
+            self._foreign_writes,
+        )
+        self._warned_at = at
+        self._foreign_writes = 0
 
     def _prune(self, conn: sqlite3.Connection, first: int, last: int, now: float) -> int:
         """Delete what retention no longer keeps; return the new first seq."""
@@ -380,7 +440,8 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(pool, self._read_page, uid, after_seq, event_type, limit)
 
-    def _read_page(self, uid: str, after_seq: int, event_type: str | None, limit: int) -> list[StoredEvent]:
+    def _reader(self) -> sqlite3.Connection:
+        """This reader thread's connection (read-only, opened on first use)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
@@ -388,6 +449,10 @@ class SQLiteStore:
             self._local.conn = conn
             with self._conns_lock:
                 self._reader_conns.append(conn)
+        return conn
+
+    def _read_page(self, uid: str, after_seq: int, event_type: str | None, limit: int) -> list[StoredEvent]:
+        conn = self._reader()
         params: dict[str, Any] = {"uid": uid, "after": after_seq, "limit": limit}
         if event_type is None:
             rows = conn.execute(_LIST_ALL, params).fetchall()
@@ -396,13 +461,35 @@ class SQLiteStore:
             rows = conn.execute(_LIST_TYPE, params).fetchall()
         epoch = self._epoch
         return [
-            StoredEvent(seq, format_id(epoch, seq), event, data,
-                        None if uids is None else tuple(orjson.loads(uids)), created)
+            StoredEvent(
+                seq,
+                format_id(epoch, seq),
+                event,
+                data,
+                None if uids is None else tuple(orjson.loads(uids)),
+                created,
+            )
             for seq, event, data, created, uids in rows
         ]
 
+    # first_seq/last_seq read the file (another process may have written or
+    # pruned it, even while this one saves nothing): one indexed query on a
+    # reader thread.  The hub asks on a resume, not on a push.  Closed, they
+    # answer what this process last saw.
+
     async def first_seq(self) -> int:
-        return self._first_seq
+        return (await self._bounds())[0]
 
     async def last_seq(self) -> int:
-        return self._last_seq
+        return (await self._bounds())[1]
+
+    async def _bounds(self) -> tuple[int, int]:
+        pool = self._pool
+        if pool is None:
+            return self._first_seq, self._last_seq
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, self._read_bounds)
+
+    def _read_bounds(self) -> tuple[int, int]:
+        last, first, _ = self._file_state(self._reader())
+        return first, last
