@@ -191,9 +191,6 @@ def test_overlapping_restart_two_servers_on_one_sqlite_file(serve, subscribe, tm
     assert reader.events[-1].id == live[0]
 
 
-@pytest.mark.xfail(
-    reason="needs the hub to ask the store when a resume id is newer than what it has seen", strict=False
-)
 def test_resume_on_a_server_that_has_not_seen_the_id(serve, subscribe, tmp_path):  # type: ignore[no-untyped-def]
     """The id was pushed to the other server after this one's last push: the store has it."""
     store = f"sqlite:///{tmp_path}/shared.db"
