@@ -42,9 +42,21 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self._answers, timeout=10)
         return self
@@ -94,9 +106,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def push(server: ServerProcess, n: int, timeout: float = 10.0) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/push", json={"events": [{"event": "n", "data": n}]}, timeout=timeout
-    )
+    return httpx.post(f"{server.url}/push", json={"events": [{"event": "n", "data": n}]}, timeout=timeout)
 
 
 def push_until_accepted(server: ServerProcess, n: int, within: float = 10.0) -> str:

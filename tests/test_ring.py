@@ -211,6 +211,8 @@ def test_after_seq_filter_skips_replayed_frames() -> None:
     assert ring.take(0, after_seq=6) == (b"s7s8", 4)
     assert ring.take(0, after_seq=8) == (b"", 4)
     assert ring.take(0, after_seq=0) == (b"s5s6s7s8", 4)
+    ring.append(b"none", None, 0)  # in no history: never skipped as replayed
+    assert ring.take(0, after_seq=8) == (b"none", 5)
 
 
 def test_filters_combine() -> None:
@@ -285,7 +287,7 @@ class Model:
             for pos, f, t, s in self.kept
             if cursor <= pos < end
             and (event_type is None or t == event_type)
-            and (after_seq <= 0 or s > after_seq)
+            and (after_seq <= 0 or s == 0 or s > after_seq)
         ]
         return (b"".join(chosen), end, len(chosen))
 

@@ -512,7 +512,7 @@ cdef class FanoutRing:
         """Join the frames from ``cursor`` up to ``until`` (default: the head).
 
         Only frames of ``event_type`` (when given) and with ``seq > after_seq``
-        are included.  Returns ``(joined_bytes, new_cursor)``; raises
+        (or seq 0: a frame in no history) are included.  Returns ``(joined_bytes, new_cursor)``; raises
         :class:`CursorLagging` when ``cursor`` is older than the oldest frame.
         """
         cdef tuple result = self.collect(cursor, until, event_type, after_seq)
@@ -572,7 +572,7 @@ cdef class FanoutRing:
         return (out, end, count)
 
     cdef inline bint _wanted(self, Py_ssize_t slot, str event_type, long long after_seq):
-        if self._seqs[slot] <= after_seq and after_seq > 0:
+        if 0 < self._seqs[slot] <= after_seq:  # seq 0: in no history, never "already replayed"
             return False
         if event_type is not None and self._types[slot] != event_type:
             return False

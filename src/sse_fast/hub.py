@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -210,9 +210,7 @@ class Hub:
             if task is not None:
                 task.cancel()
         self._sweeper = self._store_watch = None
-        goodbye = encode_event(
-            f'{{"reason":{encode_json_string(reason)}}}', SHUTDOWN_EVENT, None, retry_ms
-        )
+        goodbye = encode_event(f'{{"reason":{encode_json_string(reason)}}}', SHUTDOWN_EVENT, None, retry_ms)
         for sub in tuple(self._subs):
             self._flush_one(sub)  # what is pending goes before the goodbye
             sub.sink.write(goodbye)
@@ -378,9 +376,7 @@ class Hub:
 
     # ------------------------------------------------------------------ push
 
-    async def push(
-        self, events: Event | Iterable[Event], uids: Iterable[str] | None = None
-    ) -> list[str]:
+    async def push(self, events: Event | Iterable[Event], uids: Iterable[str] | None = None) -> list[str]:
         """Deliver events to every connection of ``uids`` (everyone when empty/None).
 
         All events are validated before anything is stored or sent: an invalid
@@ -400,12 +396,19 @@ class Hub:
             )
             seqs = [s.seq for s in stored]
             ids = [s.id for s in stored]
-            self._seq = max(self._seq, seqs[-1])
-        else:
-            first = self._seq + 1
-            self._seq += len(batch)
-            seqs = list(range(first, self._seq + 1))
-            ids = [format_id(self._epoch, s) for s in seqs]
+            if ids[0].rpartition("-")[0] == self._epoch:
+                self._seq = max(self._seq, seqs[-1])
+                self._fan_out(batch, prepared, seqs, ids, targets)
+            else:
+                # Saved in a history that was found lost (and replaced) while we
+                # waited: accepted, so delivered, but without an id, since one of
+                # the lost history would take the client's Last-Event-ID back there.
+                self._fan_out(batch, prepared, [0] * len(ids), [None] * len(ids), targets)
+            return ids
+        first = self._seq + 1
+        self._seq += len(batch)
+        seqs = list(range(first, self._seq + 1))
+        ids = [format_id(self._epoch, s) for s in seqs]
         self._fan_out(batch, prepared, seqs, ids, targets)
         return ids
 
@@ -414,14 +417,14 @@ class Hub:
         batch: list[Event],
         prepared: list[tuple[str, bytes]],
         seqs: list[int],
-        ids: list[str],
+        ids: Sequence[str | None],
         targets: tuple[str, ...] | None,
     ) -> None:
         ring = self._ring
         self.stats.events += len(batch)
         for ev, (_, body), seq, event_id in zip(batch, prepared, seqs, ids, strict=False):
             wire_id = ev.id if ev.id is not None else event_id
-            frame = b"id: " + wire_id.encode() + b"\n" + body
+            frame = body if wire_id is None else b"id: " + wire_id.encode() + b"\n" + body
             stamped = Event(ev.event, ev.data, wire_id, raw=ev.raw)
             if targets is None:
                 ring.append(frame, stamped.event, seq)
@@ -519,7 +522,7 @@ class Hub:
                 chunk, cursor, n = ring.collect(cursor, pos, sub.event_type, sub.after_seq)
                 parts.append(chunk)
                 total += n
-            if seq > sub.after_seq:
+            if seq > sub.after_seq or seq == 0:  # seq 0: in no history, never replayed
                 parts.append(frame)
                 inflight.append(event)
                 total += 1
@@ -548,15 +551,18 @@ class Hub:
             return
         self.stats.slow_consumers += 1
         pending = [event for _, _, event, _ in sub.private or ()]
-        lost = self._report_lost(sub, sub.inflight_from if sub.busy else sub.cursor,
-                                 self._ring.head, (sub.inflight_private or []) + pending, SLOW_CONSUMER)
+        lost = self._report_lost(
+            sub,
+            sub.inflight_from if sub.busy else sub.cursor,
+            self._ring.head,
+            (sub.inflight_private or []) + pending,
+            SLOW_CONSUMER,
+        )
         self.stats.dropped += lost
         logger.info("dropping slow consumer %s (%d events missed)", sub.uid, lost)
         self._drop(sub, close=True)
 
-    def _report_lost(
-        self, sub: Subscriber, start: int, end: int, private: list[Event], reason: str
-    ) -> int:
+    def _report_lost(self, sub: Subscriber, start: int, end: int, private: list[Event], reason: str) -> int:
         """Report the broadcast events in positions [start, end) and ``private`` as failed."""
         lost = 0
         first_known = self._ring.head - len(self._recent)
@@ -757,8 +763,12 @@ class Hub:
             "store_unavailable": s.store_unavailable,
             "histories_lost": s.histories_lost,
             "store": {"available": self._store_error is None, "error": self._store_error},
-            "ring": {"frames": len(self._ring), "bytes": self._ring.nbytes,
-                     "max_frames": self._ring.max_frames, "max_bytes": self._ring.max_bytes},
+            "ring": {
+                "frames": len(self._ring),
+                "bytes": self._ring.nbytes,
+                "max_frames": self._ring.max_frames,
+                "max_bytes": self._ring.max_bytes,
+            },
             "last_id": format_id(self._epoch, self._seq) if self._seq else None,
         }
 

@@ -16,10 +16,18 @@ _SERIES = (
     ("sse_fast_heartbeats_total", "counter", "Heartbeat comments written.", "heartbeats"),
     ("sse_fast_replayed_total", "counter", "Events resent from the store on reconnect.", "replayed"),
     ("sse_fast_resets_total", "counter", "Reset events sent for ids that could not be resumed.", "resets"),
-    ("sse_fast_store_unavailable_total", "counter", "Pushes refused: the store could not be reached.",
-     "store_unavailable"),
-    ("sse_fast_histories_lost_total", "counter", "Times the store's history was wiped under the hub.",
-     "histories_lost"),
+    (
+        "sse_fast_store_unavailable_total",
+        "counter",
+        "Pushes refused: the store could not be reached.",
+        "store_unavailable",
+    ),
+    (
+        "sse_fast_histories_lost_total",
+        "counter",
+        "Times the store's history was wiped under the hub.",
+        "histories_lost",
+    ),
 )
 
 
@@ -34,8 +42,11 @@ def render_metrics(snapshot: Mapping[str, Any]) -> str:
         lines.append(f'{name}{{reason="{reason}"}} {count}')
     name = "sse_fast_store_available"
     available = int(snapshot.get("store", {}).get("available", True))
-    lines += [f"# HELP {name} 1 while the store answers (pushes can be accepted).", f"# TYPE {name} gauge",
-              f"{name} {available}"]
+    lines += [
+        f"# HELP {name} 1 while the store answers (pushes can be accepted).",
+        f"# TYPE {name} gauge",
+        f"{name} {available}",
+    ]
     ring = snapshot.get("ring", {})
     for key, help_text in (("frames", "Frames held in the fan-out ring."), ("bytes", "Bytes held in it.")):
         name = f"sse_fast_ring_{key}"

@@ -66,8 +66,11 @@ class MemoryStore:
         out: list[StoredEvent] = []
         for ev in events:
             self._last_seq += 1
-            out.append(StoredEvent(self._last_seq, format_id(self._epoch, self._last_seq),
-                                   ev.event, ev.data, ev.uids, now))
+            out.append(
+                StoredEvent(
+                    self._last_seq, format_id(self._epoch, self._last_seq), ev.event, ev.data, ev.uids, now
+                )
+            )
         self._events.extend(out)
         self._prune(now)
         return out

@@ -133,6 +133,7 @@ def _fails_as_unavailable(
 
     return call
 
+
 # KEYS: seq, stream, broadcast index, epoch.
 # ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
 #       index ttl seconds (0 = none), created, n, the epoch this store opened,
