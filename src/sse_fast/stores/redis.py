@@ -34,7 +34,8 @@ stream nodes, so up to ~100 more entries may stay) and, for ``max_age``,
 ``XTRIM MINID`` past the expired entries.  The indexes are trimmed below the
 stream's first entry whenever they are written, and get ``index_ttl``
 (default: ``max_age``) so that the index of a user nobody writes to goes away.
-``list_after`` reads at most ``limit`` candidates per index per round trip and
+``list_after`` reads at most ``limit`` candidates per index per round trip, both
+indexes in one MULTI/EXEC (so a concurrent save is seen in both or in neither), and
 checks each entry's own ``u`` field, so a stale index member is harmless.
 
 Durability is Redis's: a ``save`` returns once Redis has executed the script;
@@ -360,7 +361,10 @@ class RedisStore:
         low = max(after_seq, await self.first_seq() - 1)
         out: list[StoredEvent] = []
         while len(out) < limit:
-            async with r.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC: both indexes are read at one instant.  Read apart, a save landing
+            # between them (a unicast then a broadcast) could show the broadcast but not the
+            # unicast below it, and paging on from the broadcast would skip the unicast for good.
+            async with r.pipeline(transaction=True) as pipe:
                 pipe.zrangebyscore(user_key, f"({low}", "+inf", start=0, num=limit)
                 pipe.zrangebyscore(self.broadcast_key, f"({low}", "+inf", start=0, num=limit)
                 mine, broadcasts = await pipe.execute()
