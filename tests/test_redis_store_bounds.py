@@ -1,4 +1,4 @@
-"""RedisStore: a resume reads its two indexes atomically.
+"""RedisStore: the per-user indexes stay bounded by retention, and a resume reads its indexes atomically.
 
 These tests use db 14 with a key prefix of their own (``SSE_FAST_TEST_REDIS_URL``
 overrides the URL) and delete their keys afterwards; db 14 is never flushed, so
@@ -37,6 +37,14 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def ev(n: int, uids: tuple[str, ...] | None = None) -> NewEvent:
     return NewEvent("note", f'{{"n":{n}}}', uids)
 
@@ -68,6 +76,100 @@ def prefix(redis_url: str) -> Iterator[str]:
             admin.delete(*keys)
     finally:
         admin.close()
+
+
+async def user_keys(store: RedisStore) -> list[str]:
+    """The store's ``{P}:u:*`` keys, by SCAN over its own prefix."""
+    match = store.user_key_prefix.replace("[", "\\[").replace("?", "\\?").replace("*", "\\*") + "*"
+    return [k async for k in store._redis.scan_iter(match=match, count=1000)]
+
+
+def users_key(store: RedisStore) -> str:
+    """The save script's set of user indexes (uid -> newest seq), next to ``{P}:seq``."""
+    return store.seq_key.removesuffix("seq") + "users"
+
+
+def node_max_entries(url: str) -> int:
+    """Entries per stream node: ``MAXLEN ~`` only drops whole nodes, so up to this many minus one
+    entries beyond ``max_events`` may stay."""
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return int(admin.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    except redis.RedisError:
+        return 100  # the default, when CONFIG is not allowed
+    finally:
+        admin.close()
+
+
+# ------------------------------------------------------ bounded user indexes
+
+
+@pytest.mark.parametrize("per_save", [1, 500], ids=["one-per-save", "500-per-save"])
+def test_user_indexes_are_bounded_by_max_events(redis_url: str, prefix: str, per_save: int) -> None:
+    """2,000 unicasts to distinct users with max_events=50 leave only the indexes of retained events.
+
+    Bound: every live index's newest seq is a retained entry and every user here got one event,
+    so keys <= XLEN(stream).  ``XADD MAXLEN ~ 50`` removes a whole node only while at least 50
+    entries stay, so XLEN < 50 + (entries of the first node) <= 50 + stream-node-max-entries
+    (100 by default): at most 149 keys, where the old code kept all 2,000.
+    """
+    max_events = 50
+    users = 2_000
+    bound = max_events + node_max_entries(redis_url) - 1
+
+    async def body() -> None:
+        store = RedisStore(redis_url, key_prefix=prefix, max_events=max_events)
+        await store.open()
+        saved: list[StoredEvent] = []
+        worst = 0
+        for start in range(0, users, per_save):
+            saved += await store.save([ev(i, (f"u{i}",)) for i in range(start, start + per_save)])
+            if len(saved) % 500 == 0:
+                worst = max(worst, len(await user_keys(store)))
+        keys = await user_keys(store)
+        length = await store._redis.xlen(store.stream_key)
+        first = await store.first_seq()
+        assert await store.last_seq() == users
+        assert length <= bound
+        assert len(keys) <= length, (len(keys), length)
+        assert worst <= bound, worst
+        # the bookkeeping set names exactly the live indexes
+        assert await store._redis.zcard(users_key(store)) == len(keys)
+        # exactly the users with a retained event keep an index
+        assert sorted(keys) == sorted(store.user_key(f"u{e.seq - 1}") for e in saved if e.seq >= first)
+        # what resumers get is unchanged: nothing once trimmed, their own event when retained
+        for e in saved:
+            uid = f"u{e.seq - 1}"
+            if e.seq >= first:
+                assert await store.list_after(uid, 0) == [e]
+            elif e.seq % 97 == 0 or e.seq == first - 1:
+                assert await store.list_after(uid, 0) == []
+        assert await store.list_after("nobody", 0) == []
+        await store.close()
+
+    run(body())
+
+
+def test_user_indexes_expire_with_max_age_and_are_swept_at_once(redis_url: str, prefix: str) -> None:
+    """With max_age the indexes keep their TTL, and those of expired events go at the next save."""
+
+    async def body() -> None:
+        clock = FakeClock()
+        store = RedisStore(redis_url, key_prefix=prefix, max_events=None, max_age=60, clock=clock)
+        await store.open()
+        old = await store.save([ev(i, (f"old{i}",)) for i in range(100)])
+        assert len(await user_keys(store)) == 100
+        clock.now += 61  # all 100 expire; Redis's own TTL (61 s of real time) has not run out
+        [new] = await store.save([ev(100, ("new",))])
+        assert await store.first_seq() == new.seq
+        assert await user_keys(store) == [store.user_key("new")]
+        assert 0 < await store._redis.ttl(store.user_key("new")) <= 61
+        assert await store._redis.zrange(users_key(store), 0, -1, withscores=True) == [("new", new.seq)]
+        assert await store.list_after("old0", 0) == []
+        assert await store.list_after("new", old[-1].seq) == [new]
+        await store.close()
+
+    run(body())
 
 
 # --------------------------------------------- list_after reads atomically
