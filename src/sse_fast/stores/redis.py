@@ -76,11 +76,11 @@ from .base import (
 
 DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-MAX_BATCH_EVENTS = 2_000
-"""Events per script call: enough to amortise the round trip, small enough not to stall Redis."""
 INDEX_SWEEP = 256
 """Stale user indexes a save deletes beyond as many as it wrote itself (the rest go at
 the next save): the sweep keeps pace with the writes, and a save's work stays bounded."""
+MAX_BATCH_EVENTS = 2_000
+"""Events per script call: enough to amortise the round trip, small enough not to stall Redis."""
 
 # KEYS: seq, stream, broadcast index, epoch.
 # ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
