@@ -15,6 +15,8 @@ hash tag, so that all keys of one store live in one slot)::
                                 u  JSON array of recipient uids; absent = broadcast
     {P}:bcast        zset     seqs of broadcasts (score = member = seq)
     {P}:u:<uid>      zset     seqs of the events addressed to <uid>
+    {P}:users        zset     the user indexes: member <uid>, score the newest seq
+                              in {P}:u:<uid>
 
 Entries are self-contained (event, data, uids, created), so the stream is also
 the bus for scaling out: another process can ``XREAD`` ``{P}:stream`` and fan
@@ -32,9 +34,16 @@ the client has a pool of connections.
 Retention: ``XADD ... MAXLEN ~ max_events`` (approximate: Redis trims whole
 stream nodes, so up to ~100 more entries may stay) and, for ``max_age``,
 ``XTRIM MINID`` past the expired entries.  The indexes are trimmed below the
-stream's first entry whenever they are written, and get ``index_ttl``
-(default: ``max_age``) so that the index of a user nobody writes to goes away.
-``list_after`` reads at most ``limit`` candidates per index per round trip and
+stream's first entry whenever they are written.  A user index whose newest seq
+falls below the stream's first entry holds nothing readable any more: each save
+deletes such indexes (and their ``{P}:users`` members), the oldest first, up to
+``INDEX_SWEEP`` plus as many as it wrote, the rest at the next save.  So the
+user indexes and ``{P}:users`` are bounded by retention, by count as well as by
+age: live ones by the recipients of the retained events, stale ones (not yet
+swept) by no more than that again.  With ``index_ttl`` (default: ``max_age``)
+the user indexes also expire on their own when nobody writes.
+``list_after`` reads at most ``limit`` candidates per index per round trip, both
+indexes in one MULTI/EXEC (so a concurrent save is seen in both or in neither), and
 checks each entry's own ``u`` field, so a stale index member is harmless.
 
 Durability is Redis's: a ``save`` returns once Redis has executed the script;
@@ -83,6 +92,9 @@ from .base import (
 
 DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+INDEX_SWEEP = 256
+"""Stale user indexes a save deletes beyond as many as it wrote itself (the rest go at
+the next save): the sweep keeps pace with the writes, and a save's work stays bounded."""
 MAX_BATCH_EVENTS = 2_000
 """Events per script call: enough to amortise the round trip, small enough not to stall Redis."""
 CONNECT_TIMEOUT = 1.0
@@ -138,10 +150,15 @@ def _fails_as_unavailable(
 # ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
 #       index ttl seconds (0 = none), created, n, the epoch this store opened,
 #       then n x (event, data, uids JSON or "").
+# Also writes {P}:users (named after KEYS[1], {P}:seq, in the same hash slot): uid ->
+# newest seq of {P}:u:<uid>, so that indexes left wholly below the stream's first
+# entry are found and deleted without a scan.
 # Returns the last seq allocated.  Refuses to write when the epoch key no longer
 # holds our epoch (Redis was flushed under us): the counter would start again
 # at 1 and hand out ids that clients already hold.
-_SAVE_LUA = """
+_SAVE_LUA = (
+    f"local sweep = {INDEX_SWEEP}\n"
+    + """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[7] then
   return redis.error_reply('SSEFAST_EPOCH ' .. tostring(epoch))
@@ -150,7 +167,7 @@ local n = tonumber(ARGV[6])
 local last = redis.call('INCRBY', KEYS[1], n)
 local maxlen = tonumber(ARGV[2])
 local created = ARGV[5]
-local touched = {}
+local newest = {}
 local seq = last - n
 for i = 0, n - 1 do
   seq = seq + 1
@@ -168,14 +185,12 @@ for i = 0, n - 1 do
   if uids == '' then
     redis.call(unpack(args))
     redis.call('ZADD', KEYS[3], seq, sid)
-    touched[KEYS[3]] = true
   else
     table.insert(args, 'u'); table.insert(args, uids)
     redis.call(unpack(args))
     for _, uid in ipairs(cjson.decode(uids)) do
-      local key = ARGV[1] .. uid
-      redis.call('ZADD', key, seq, sid)
-      touched[key] = true
+      redis.call('ZADD', ARGV[1] .. uid, seq, sid)
+      newest[uid] = seq
     end
   end
 end
@@ -210,15 +225,31 @@ local first = last + 1
 if head[1] then
   first = tonumber(string.match(head[1][1], '^(%d+)'))
 end
+local below = '(' .. string.format('%d', first)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', below)
+local users = string.sub(KEYS[1], 1, -4) .. 'users'
 local ttl = tonumber(ARGV[4])
-for key, _ in pairs(touched) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', first))
-  if ttl > 0 and key ~= KEYS[3] then
+local written = 0
+for uid, top in pairs(newest) do
+  local key = ARGV[1] .. uid
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', below)
+  if ttl > 0 then
     redis.call('EXPIRE', key, ttl)
   end
+  redis.call('ZADD', users, top, uid)
+  written = written + 1
+end
+-- the indexes whose newest seq the stream no longer holds, oldest first: ranks 0 .. #stale-1
+local stale = redis.call('ZRANGEBYSCORE', users, '-inf', below, 'LIMIT', 0, sweep + written)
+for _, uid in ipairs(stale) do
+  redis.call('DEL', ARGV[1] .. uid)
+end
+if #stale > 0 then
+  redis.call('ZREMRANGEBYRANK', users, 0, #stale - 1)
 end
 return last
 """
+)
 
 
 @dataclass(slots=True)
@@ -461,7 +492,10 @@ class RedisStore:
         low = max(after_seq, await self.first_seq() - 1)
         out: list[StoredEvent] = []
         while len(out) < limit:
-            async with r.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC: both indexes are read at one instant.  Read apart, a save landing
+            # between them (a unicast then a broadcast) could show the broadcast but not the
+            # unicast below it, and paging on from the broadcast would skip the unicast for good.
+            async with r.pipeline(transaction=True) as pipe:
                 pipe.zrangebyscore(user_key, f"({low}", "+inf", start=0, num=limit)
                 pipe.zrangebyscore(self.broadcast_key, f"({low}", "+inf", start=0, num=limit)
                 mine, broadcasts = await pipe.execute()
