@@ -219,3 +219,21 @@ def test_a_hung_redis_answers_503_in_bounded_time(serve, own_redis):
     finally:
         own_redis.thaw()
     push_until_accepted(server, 3)
+
+
+def test_an_unexpected_store_error_is_a_json_500_and_the_next_push_works(serve, subscribe, own_redis):
+    """A fault of ours (here: a key of the wrong type under our prefix) is a 5xx in the JSON format."""
+    server = serve("--store", own_redis.url)
+    live = subscribe(f"{server.url}/events?uid=1")
+    push_until_accepted(server, 1)
+    client = own_redis.client()
+    client.rename("{failures}:stream", "{failures}:saved")
+    client.set("{failures}:stream", "not a stream")
+    broken = push(server, 2)
+    assert broken.status_code == 500, broken.text
+    assert broken.headers["content-type"] == "application/json"
+    assert broken.json() == {"code": 500, "msg": "server: internal error", "data": {}}
+    client.delete("{failures}:stream")
+    client.rename("{failures}:saved", "{failures}:stream")
+    push_until_accepted(server, 3)
+    assert [e.json() for e in live.wait_events(2)] == [1, 3]  # the failed push delivered nothing
