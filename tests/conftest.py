@@ -31,6 +31,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def accepts_connections(port: int, host: str = HOST) -> bool:
+    """Whether something listens on ``host:port`` right now."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def reachable_redis(url: str) -> str:
+    """``url`` if a Redis answers there; otherwise fail under CI and skip elsewhere."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {url} unreachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return url
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:
     """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

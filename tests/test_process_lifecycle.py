@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
-from conftest import HOST, wait_until
+from conftest import accepts_connections, wait_until
 
 
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return False
-    return True
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection((HOST, port), timeout=1).close()
-    except OSError:
         return False
     return True
 
@@ -36,7 +27,7 @@ def test_sigkill_of_the_server_pid_leaves_no_worker_listening(serve, subscribe):
     os.kill(server.proc.pid, signal.SIGKILL)  # only the main process, as a supervisor would
     server.proc.wait(5)
     wait_until(lambda: not _group_alive(server.proc.pid), timeout=15)  # type: ignore[union-attr]
-    assert not _listening(server.port)
+    assert not accepts_connections(server.port)
     assert reader.ended.wait(5)  # the worker's streams ended with it
 
     replacement = serve("--store", "none", port=server.port)

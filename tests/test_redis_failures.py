@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from conftest import HOST, ServerProcess, StreamReader, free_port, wait_until
+from conftest import HOST, ServerProcess, StreamReader, accepts_connections, free_port, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -75,7 +74,7 @@ class RedisServer:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(5)
-        wait_until(lambda: not _accepts(self.port), timeout=5)
+        wait_until(lambda: not accepts_connections(self.port), timeout=5)
 
     def freeze(self) -> None:
         assert self.proc is not None
@@ -88,14 +87,6 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0?prefix=failures"
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection((HOST, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -13,36 +13,19 @@ import contextlib
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from conftest import reachable_redis
 from sse_fast.stores import NewEvent, RedisStore, StoredEvent
+from test_stores import FakeClock, run
 
 REDIS_URL = os.environ.get("SSE_FAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 pytestmark = pytest.mark.redis
-
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Each test runs its coroutine in a fresh loop (no pytest-asyncio needed)."""
-
-    async def main() -> T:
-        return await coro
-
-    return asyncio.run(main())
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ev(n: int, uids: tuple[str, ...] | None = None) -> NewEvent:
@@ -51,17 +34,7 @@ def ev(n: int, uids: tuple[str, ...] | None = None) -> NewEvent:
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    finally:
-        client.close()
-    return REDIS_URL
+    return reachable_redis(REDIS_URL)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from conftest import reachable_redis
 from sse_fast.ids import EventId
 from sse_fast.stores import (
     HistoryLostError,
@@ -62,17 +63,7 @@ class FakeClock:
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    finally:
-        client.close()
-    return REDIS_URL
+    return reachable_redis(REDIS_URL)
 
 
 @dataclass
@@ -229,13 +220,15 @@ def test_group_commit(backend: Backend) -> None:
 def test_recipient_filter(backend: Backend) -> None:
     async def body() -> None:
         store = await opened(backend.new())
-        await store.save([
-            ev("to-a", ("a",)),
-            ev("all"),
-            ev("to-b", ("b",)),
-            ev("to-a-and-b", ("a", "b")),
-            ev("to-c", ("c",)),
-        ])
+        await store.save(
+            [
+                ev("to-a", ("a",)),
+                ev("all"),
+                ev("to-b", ("b",)),
+                ev("to-a-and-b", ("a", "b")),
+                ev("to-c", ("c",)),
+            ]
+        )
         seen_a = [e.data for e in await store.list_after("a", 0)]
         seen_b = [e.data for e in await store.list_after("b", 0)]
         seen_z = [e.data for e in await store.list_after("z", 0)]
@@ -253,13 +246,15 @@ def test_recipient_filter(backend: Backend) -> None:
 def test_event_type_filter(backend: Backend) -> None:
     async def body() -> None:
         store = await opened(backend.new())
-        await store.save([
-            ev(1, ("a",), "order"),
-            ev(2, None, "order"),
-            ev(3, ("a",), "chat"),
-            ev(4, None, "chat"),
-            ev(5, ("b",), "order"),
-        ])
+        await store.save(
+            [
+                ev(1, ("a",), "order"),
+                ev(2, None, "order"),
+                ev(3, ("a",), "chat"),
+                ev(4, None, "chat"),
+                ev(5, ("b",), "order"),
+            ]
+        )
         orders = await store.list_after("a", 0, event_type="order")
         assert [e.data for e in orders] == ['{"n":1}', '{"n":2}']
         chats = await store.list_after("a", 0, event_type="chat")
@@ -453,7 +448,9 @@ def test_sqlite_saved_events_survive_sigkill(tmp_path: Path, synchronous: str) -
     path = tmp_path / "events.db"
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), synchronous],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     printed: list[str] = []
