@@ -126,7 +126,7 @@ class Hub:
     not be delivered live (reasons ``offline``, ``slow_consumer``,
     ``write_error``); it may be a coroutine function.  The store is asked
     every ``store_check_interval`` seconds whether it can take saves
-    (:attr:`accepting_pushes`) and whether it still holds the hub's history.
+    (:attr:`store_error`) and whether it still holds the hub's history.
     """
 
     def __init__(
@@ -237,11 +237,6 @@ class Hub:
     @property
     def epoch(self) -> str:
         return self._epoch
-
-    @property
-    def accepting_pushes(self) -> bool:
-        """Started, not closing, and the store (if any) answered its last save or check."""
-        return self._started and not self._closing and self._store_error is None
 
     @property
     def store_error(self) -> str | None:
@@ -617,23 +612,23 @@ class Hub:
 
     async def _save(self, events: list[NewEvent]) -> list[StoredEvent]:
         """Save through the store; a lost history is adopted once and the save tried again."""
+        epoch = self._epoch
+        try:
+            return await self._save_once(events)
+        except HistoryLostError:
+            await self._adopt_new_history(epoch)
+        return await self._save_once(events)  # lost again at once: a 500, nothing delivered
+
+    async def _save_once(self, events: list[NewEvent]) -> list[StoredEvent]:
         assert self.store is not None
-        for attempt in (1, 2):
-            epoch = self._epoch
-            try:
-                stored = await self.store.save(events)
-            except HistoryLostError:
-                if attempt == 2:
-                    raise
-                await self._adopt_new_history(epoch)
-                continue
-            except StoreUnavailableError as exc:
-                self.stats.store_unavailable += 1
-                self._store_failed(exc)
-                raise
-            self._store_recovered()
-            return stored
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            stored = await self.store.save(events)
+        except StoreUnavailableError as exc:
+            self.stats.store_unavailable += 1
+            self._store_failed(exc)
+            raise
+        self._store_recovered()
+        return stored
 
     async def _watch_store_forever(self) -> None:
         while True:

@@ -173,8 +173,8 @@ class Routes:
             ids = await self.hub.push(events, uids)
         except HubClosedError:
             raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
-        except StoreUnavailableError as exc:
-            raise HTTPError(503, f"store: unavailable, nothing was accepted ({exc})", RETRY_SOON) from None
+        except StoreUnavailableError:  # the details (hosts, ports) go to the log and /stats only
+            raise HTTPError(503, "store: unavailable, nothing was accepted; try again", RETRY_SOON) from None
         except SSEFastError as exc:
             if isinstance(exc, ValueError):  # the push itself is wrong: names the field and the rule
                 raise HTTPError(400, str(exc)) from None
@@ -207,8 +207,8 @@ class Routes:
         hub = self.hub
         if hub.closing:
             raise HTTPError(503, "server: shutting down", RETRY_SOON)
-        if hub.store_error is not None:
-            raise HTTPError(503, f"store: unavailable ({hub.store_error})", RETRY_SOON)
+        if hub.store_error is not None:  # details in /stats, which needs the token
+            raise HTTPError(503, "store: unavailable", RETRY_SOON)
         return Response.json(200, {"status": "ready", "connections": hub.connections})
 
 
