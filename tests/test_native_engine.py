@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import HOST, ServerProcess, wait_until
-from sse_fast.native.wire import LAST_CHUNK, chunk, encode_head
+from sse_fast.engines.native.wire import LAST_CHUNK, chunk, encode_head
 
 pytestmark = pytest.mark.engines("native")
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from ..auth import HTTPError
-from ..request import Request
-from ..routes import Response
+from ...auth import HTTPError
+from ...request import Request
+from ...routes import Response
 from .asgi_bridge import ASGICycle, http_scope
 from .stream import NativeSink
 from .wire import encode_head

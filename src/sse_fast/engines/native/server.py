@@ -18,7 +18,7 @@ import logging
 import signal
 from typing import Any
 
-from ..asgi import SSEApp
+from ...asgi import SSEApp
 from .connection import HTTPConnection
 from .lifespan import Lifespan
 from .limits import Limits
@@ -30,7 +30,13 @@ class NativeServer:
     """Serves one :class:`~sse_fast.asgi.SSEApp` on uvloop transports (see the module docstring)."""
 
     def __init__(
-        self, app: SSEApp, host: str, port: int, *, limits: Limits | None = None, backlog: int = 1024,
+        self,
+        app: SSEApp,
+        host: str,
+        port: int,
+        *,
+        limits: Limits | None = None,
+        backlog: int = 1024,
         grace: float = 10.0,
     ) -> None:
         self.app = app

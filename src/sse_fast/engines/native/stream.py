@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from ..hub import Hub, Subscriber
+from ...hub import Hub, Subscriber
 from .wire import LAST_CHUNK, chunk
 
 logger = logging.getLogger("sse_fast.native")

@@ -1,0 +1,97 @@
+"""The granian engine: the edge as an ASGI app in granian's worker process.
+
+granian starts its workers in fresh processes and imports the app there, so
+the configuration travels in one environment variable
+(:data:`~sse_fast.config.CONFIG_ENV`, JSON) and :func:`create_app` — granian's
+factory target — rebuilds the app from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Any
+
+from ..asgi import SSEApp
+from ..config import CONFIG_ENV, ServeConfig
+from ..parentwatch import PARENT_PID_ENV, watch_parent
+from .setup import SHUTDOWN_GRACE, build_app, tune_gc
+
+FACTORY = "sse_fast.engines.granian:create_app"
+
+
+def create_app() -> SSEApp:
+    """granian's factory target: the app described by ``$SSE_FAST_SERVE``."""
+    app = build_app(ServeConfig.from_env())
+    _say_goodbye_on_worker_signal(app)
+    watch_parent(grace=SHUTDOWN_GRACE)  # a worker must not outlive a SIGKILLed `sse-fast serve`
+    tune_gc()
+    return app
+
+
+def _say_goodbye_on_worker_signal(app: SSEApp) -> None:
+    """Close the hub first when granian's worker is told to stop.
+
+    On SIGTERM/SIGINT granian stops accepting and then waits for every open
+    request to finish, and only then sends the lifespan shutdown; a
+    subscriber's request never finishes by itself.  So the hub must say
+    goodbye before granian starts waiting.  granian's worker installs its
+    signal handlers with ``granian._signals.set_loop_signals`` right after it
+    loads this factory: we wrap it so that our handler runs first (close the
+    hub, which ends every stream) and then sets granian's own stop signal.
+    Should a granian release change that, the worker kill timeout set in
+    :func:`run` still ends the process.
+    """
+    try:
+        import granian._signals as granian_signals
+    except ImportError:  # pragma: no cover - granian is a dependency
+        return
+    original = getattr(granian_signals, "set_loop_signals", None)
+    if original is None:
+        return
+
+    def set_loop_signals(loop: Any) -> Any:
+        stop_event = original(loop)
+
+        def on_signal() -> None:
+            app.begin_shutdown(then=stop_event.set)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal)
+        return stop_event
+
+    granian_signals.set_loop_signals = set_loop_signals
+
+
+def run(config: ServeConfig) -> None:
+    """Run granian with uvloop in the foreground until SIGINT/SIGTERM."""
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    os.environ[CONFIG_ENV] = config.to_env()
+    os.environ[PARENT_PID_ENV] = str(os.getpid())
+    # granian admits backlog/workers concurrent requests by default (1024):
+    # every subscriber is one long request, so admit max_connections plus
+    # room for pushes and probes.
+    server: Any = Server(
+        FACTORY,
+        address=config.host,
+        port=config.port,
+        interface=Interfaces.ASGI,
+        workers=config.workers,
+        loop=Loops.uvloop,
+        backlog=max(1024, min(config.max_connections, 65535)),
+        backpressure=config.max_connections + 256,
+        log_level=LogLevels(config.log_level),
+        factory=True,
+        websockets=False,
+        # HTTP/1.1 alone unless asked: granian's auto-detecting mode costs ~10 KiB
+        # more per open stream (measured at 5,000-19,000 subscribers), and
+        # browsers speak HTTP/2 only over TLS, which a proxy in front ends.
+        http=HTTPModes(config.http),
+        workers_kill_timeout=SHUTDOWN_GRACE,
+    )
+    server.serve()
