@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +22,8 @@ import pytest
 from sse_fast import EventParser, ServerSentEvent
 
 HOST = "127.0.0.1"
+LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
+"""The line ``sse-fast serve`` prints once it listens (with ``--port 0``: on the port it got)."""
 ENGINES = ("granian", "native")
 """``sse-fast serve --engine`` values: tests starting our own server run once per engine."""
 
@@ -68,35 +72,59 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
 
 
 class ServerProcess:
-    """One ``sse-fast serve`` (or any ASGI app under granian) in its own process group."""
+    """One ``sse-fast serve`` (or any ASGI app under granian) in its own process group.
+
+    Ours is started with ``--port 0`` and reports the port it got on stdout
+    (``listening on http://HOST:PORT``), so no two tests can race for one; a
+    foreign ``command`` gets a port that was free a moment ago.  A restart
+    keeps the port, as clients that reconnect expect.
+    """
+
+    _logs = itertools.count(1)
 
     def __init__(
         self, args: list[str], cwd: Path, command: list[str] | None = None, port: int | None = None
     ) -> None:
         self.args = args
         self.cwd = cwd
-        self.port = port or free_port()
-        self.url = f"http://{HOST}:{self.port}"
         self.command = command
+        self.port = port or (free_port() if command is not None else 0)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = cwd / f"server-{self.port}.log"
+        self.log = cwd / f"server-{next(self._logs)}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         command = self.command or [sys.executable, "-m", "sse_fast", "serve", "--log-level", "warning"]
         argv = [*command, "--host", HOST, "--port", str(self.port), *self.args]
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+        while self.port == 0:
+            self._check_alive(timeout, deadline)
+            found = LISTENING.search(self.log.read_bytes()[offset:])
+            if found:
+                self.port = int(found.group(1))
+            else:
+                time.sleep(0.02)
+        while True:
+            self._check_alive(timeout, deadline)
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code in (200, 401, 404):
                     return self
             time.sleep(0.05)
-        raise RuntimeError(f"server did not answer within {timeout} s:\n{self.output()}")
+
+    def _check_alive(self, timeout: float, deadline: float) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server did not answer within {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

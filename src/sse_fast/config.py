@@ -33,7 +33,9 @@ class ServeConfig:
     """Everything ``sse-fast serve`` can be told; defaults suit a small production edge."""
 
     host: str = field(default="127.0.0.1", metadata=cli("address to bind"))
-    port: int = field(default=8080, metadata=cli("port to bind"))
+    port: int = field(
+        default=8080, metadata=cli("port to bind; 0 for any free one (stdout says which: 'listening on ...')")
+    )
     workers: int = field(default=1, metadata=cli("worker processes (only 1 until the shared bus)"))
     heartbeat: float = field(default=15.0, metadata=cli("seconds of silence before a heartbeat"))
     push_token: str | None = field(
@@ -106,8 +108,8 @@ class ServeConfig:
                 "--workers: only 1 is supported until the shared event bus exists; several workers "
                 "would split subscribers between processes that cannot see each other's pushes"
             )
-        if not 0 < self.port < 65536:
-            raise ValueError("--port: must be between 1 and 65535")
+        if not 0 <= self.port < 65536:
+            raise ValueError("--port: must be between 0 (any free port) and 65535")
         if self.heartbeat <= 0:
             raise ValueError("--heartbeat: must be a positive number of seconds")
         if self.max_connections < 1:

@@ -16,7 +16,7 @@ from typing import Any
 from ..asgi import SSEApp
 from ..config import CONFIG_ENV, ServeConfig
 from ..parentwatch import PARENT_PID_ENV, watch_parent
-from .setup import SHUTDOWN_GRACE, build_app, tune_gc
+from .setup import SHUTDOWN_GRACE, announce_when_listening, build_app, reserve_port, tune_gc
 
 FACTORY = "sse_fast.engines.granian:create_app"
 
@@ -71,6 +71,9 @@ def run(config: ServeConfig) -> None:
     from granian.log import LogLevels
     from granian.server import Server
 
+    holder = None
+    if config.port == 0:
+        holder, config.port = reserve_port(config.host)
     os.environ[CONFIG_ENV] = config.to_env()
     os.environ[PARENT_PID_ENV] = str(os.getpid())
     # granian admits backlog/workers concurrent requests by default (1024):
@@ -94,4 +97,9 @@ def run(config: ServeConfig) -> None:
         http=HTTPModes(config.http),
         workers_kill_timeout=SHUTDOWN_GRACE,
     )
-    server.serve()
+    announce_when_listening(config.host, config.port)
+    try:
+        server.serve()
+    finally:
+        if holder is not None:
+            holder.close()

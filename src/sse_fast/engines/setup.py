@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
+import sys
+import threading
+import time
 
 from ..asgi import SSEApp
 from ..auth import JWTAuth, UidResolver, query_uid
@@ -72,3 +76,47 @@ def raise_open_file_limit() -> None:
     if soft != hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def listening_line(host: str, port: int) -> str:
+    """The one stdout line that says where the edge listens (tests and scripts read it)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"listening on http://{shown}:{port}"
+
+
+def announce(host: str, port: int) -> None:
+    print(listening_line(host, port), file=sys.stdout, flush=True)
+
+
+def reserve_port(host: str) -> tuple[socket.socket, int]:
+    """Pick a free port for ``--port 0`` and hold it until the engine listens on it.
+
+    The socket is bound (never listening) with ``SO_REUSEPORT``, which granian's
+    workers also set: they can bind the same port, while anyone else who tries
+    meanwhile gets "address in use" — no window in which the port may be taken.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, 0))
+    return holder, int(holder.getsockname()[1])
+
+
+def announce_when_listening(host: str, port: int, timeout: float = 60.0) -> threading.Thread:
+    """Print the listening line once ``host:port`` accepts (granian listens in its workers)."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+            except OSError:
+                time.sleep(0.02)
+                continue
+            announce(host, port)
+            return
+
+    thread = threading.Thread(target=wait, name="sse-fast-announce", daemon=True)
+    thread.start()
+    return thread

@@ -19,6 +19,7 @@ import signal
 from typing import Any
 
 from ...asgi import SSEApp
+from ..setup import announce
 from .connection import HTTPConnection
 from .lifespan import Lifespan
 from .limits import Limits
@@ -122,7 +123,9 @@ class NativeServer:
         sweeper = self.loop.create_task(self._sweep())
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.stop)
-        logger.info("native engine listening on http://%s:%d", self.host, self.port)
+        if self.port == 0:  # --port 0: the kernel chose; say which
+            self.port = int(self._listener.sockets[0].getsockname()[1])
+        announce(self.host, self.port)
         try:
             await self._stop.wait()
             await self._shutdown()
