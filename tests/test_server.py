@@ -225,6 +225,16 @@ def test_unknown_route_and_wrong_method(serve):
     assert httpx.post(f"{server.url}/events").status_code == 405
 
 
+def test_both_engines_match_routes_on_the_decoded_path(serve, subscribe):
+    """One route table: a percent-encoded /events is the subscribe route on either engine."""
+    server = serve("--store", "none")
+    reader = subscribe(f"{server.url}/%65vents?uid=encoded")
+    assert reader.status == 200
+    assert server.push([{"event": "n", "data": 1}], uids=["encoded"]).status_code == 200
+    assert [e.event for e in reader.wait_events(1)] == ["n"]
+    assert httpx.get(f"{server.url}/%73tats").json()["connections"] == 1
+
+
 def test_subscribe_without_uid_is_400(serve):
     server = serve("--store", "none")
     answer = httpx.get(f"{server.url}/events")

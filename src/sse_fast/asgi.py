@@ -8,12 +8,10 @@ coroutine wakes, sends them with one ``http.response.body`` message and tells
 the hub it is ready for more.  Everything that piled up meanwhile leaves in the
 next single send.
 
-Routes (relative to the mount point):
-
-- ``GET /events`` — subscribe (``?uid=`` or a JWT, ``event_type``,
-  ``Last-Event-ID`` header or ``?last_event_id=``).
-- ``POST /push`` — ``{"uids": [...], "events": [{"id"?, "event", "data"}]}``.
-- ``GET /stats`` (JSON), ``GET /metrics`` (Prometheus), ``GET /healthz``.
+Routes (relative to the mount point) are those of :mod:`sse_fast.routes`:
+``GET /events`` to subscribe, ``POST /push`` to publish, ``GET /stats``,
+``/metrics``, ``/healthz`` and ``/readyz``; what each answers is
+:class:`~sse_fast.endpoints.Endpoints`'.
 """
 
 from __future__ import annotations
@@ -24,10 +22,14 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from .auth import HTTPError, UidResolver, query_uid
+from .auth import UidResolver, query_uid
+from .config import DEFAULT_MAX_BODY
+from .endpoints import Endpoints
+from .errors import HTTPError
 from .hub import Hub, Subscriber
 from .request import Request
-from .routes import Response, Routes
+from .responses import Response
+from .routes import PUSH, SUBSCRIBE, Route, RouteTable
 
 logger = logging.getLogger("sse_fast.asgi")
 
@@ -35,6 +37,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[Request, Scope, Receive, Send], Awaitable[None]]
 
 class StreamSink:
     """The hub's handle on one streaming response.
@@ -98,7 +101,7 @@ class StreamSink:
 
 
 class SSEApp:
-    """An ASGI application serving a hub (see :class:`~sse_fast.routes.Routes` for the options).
+    """An ASGI application serving a hub (see :class:`~sse_fast.endpoints.Endpoints` for the options).
 
     ``watch_disconnect`` keeps one waiter per subscriber on ``receive()``:
     granian and uvicorn report a client's disconnect there at once, while
@@ -116,48 +119,50 @@ class SSEApp:
         resolve_uid: UidResolver = query_uid,
         push_token: str | None = None,
         cors_origins: Sequence[str] = (),
-        max_body: int = 1024 * 1024,
+        max_body: int = DEFAULT_MAX_BODY,
         watch_disconnect: bool = True,
         manage_hub: bool = True,
     ) -> None:
         self.hub = hub
-        self.routes = Routes(
+        self.endpoints = Endpoints(
             hub, resolve_uid=resolve_uid, push_token=push_token, cors_origins=cors_origins, max_body=max_body
         )
         self.watch_disconnect = watch_disconnect
         self.manage_hub = manage_hub
-        self._routes: dict[tuple[str, str], Callable[[Request, Scope, Receive, Send], Awaitable[None]]] = {
-            ("GET", "/events"): self._subscribe,
-            ("POST", "/push"): self._push,
-            ("GET", "/stats"): self._answer(self.routes.stats),
-            ("GET", "/metrics"): self._answer(self.routes.metrics),
-            ("GET", "/healthz"): self._answer(self.routes.healthz),
-            ("GET", "/readyz"): self._answer(self.routes.readyz),
+        self.route_table = RouteTable()
+        endpoints = self.endpoints
+        self._handlers: dict[str, Handler] = {
+            SUBSCRIBE: self._subscribe,
+            PUSH: self._push,
+            "stats": self._answer(endpoints.stats),
+            "metrics": self._answer(endpoints.metrics),
+            "healthz": self._answer(endpoints.healthz),
+            "readyz": self._answer(endpoints.readyz),
         }
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Future[None]] = set()
 
-    def add_route(
-        self, method: str, path: str, handler: Callable[[Request, Scope, Receive, Send], Awaitable[None]]
-    ) -> None:
+    def add_route(self, method: str, path: str, handler: Handler, summary: str = "") -> None:
         """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in."""
-        self._routes[(method, path)] = handler
+        route = Route(method, path, f"{method} {path}", summary)
+        self.route_table.add(route)
+        self._handlers[route.name] = handler
 
     @property
     def resolve_uid(self) -> UidResolver:
-        return self.routes.resolve_uid
+        return self.endpoints.resolve_uid
 
     @property
     def push_token(self) -> str | None:
-        return self.routes.push_token
+        return self.endpoints.push_token
 
     @property
     def cors_origins(self) -> frozenset[str]:
-        return self.routes.cors_origins
+        return self.endpoints.cors_origins
 
     @property
     def max_body(self) -> int:
-        return self.routes.max_body
+        return self.endpoints.max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -220,16 +225,16 @@ class SSEApp:
         request = Request.from_scope(scope)
         try:
             if request.method == "OPTIONS":
-                await send_response(send, self.routes.preflight(request))
+                await send_response(send, self.endpoints.preflight(request))
                 return
-            self.routes.check_route(request, self._routes)
+            route = self.route_table.match(request.method, request.path)
             await self._ensure_started()
-            await self._routes[(request.method, request.path)](request, scope, receive, send)
+            await self._handlers[route.name](request, scope, receive, send)
         except HTTPError as exc:
-            await send_response(send, self.routes.error(request, exc))
+            await send_response(send, self.endpoints.error(request, exc))
         except Exception:  # a fault of ours: still the JSON error format, as a 5xx
             logger.exception("%s %s failed", request.method, request.path)
-            await send_response(send, self.routes.error(request, HTTPError(500, "server: internal error")))
+            await send_response(send, self.endpoints.error(request, HTTPError(500, "server: internal error")))
 
     @staticmethod
     def _answer(
@@ -243,13 +248,13 @@ class SSEApp:
     # ------------------------------------------------------------ subscribe
 
     async def _subscribe(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-        wanted = await self.routes.subscription(request)
+        wanted = await self.endpoints.subscription(request)
         hub = self.hub
         sink = StreamSink(asyncio.current_task(), asyncio.get_running_loop())
-        sub = self.routes.open_subscription(wanted, sink)
+        sub = self.endpoints.open_subscription(wanted, sink)
         watcher = self._watch(receive, sink)
         try:
-            await self._stream(sub, sink, send, self.routes.stream_headers(request), wanted.last_event_id)
+            await self._stream(sub, sink, send, self.endpoints.stream_headers(request), wanted.last_event_id)
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -307,14 +312,14 @@ class SSEApp:
     # ----------------------------------------------------------------- push
 
     async def _push(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
-        self.routes.check_push(request)
+        self.endpoints.check_push(request)
         body = await self._read_body(receive)
-        await send_response(send, await self.routes.push(request, body))
+        await send_response(send, await self.endpoints.push(request, body))
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         total = 0
-        limit = self.routes.max_body
+        limit = self.endpoints.max_body
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -322,7 +327,7 @@ class SSEApp:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > limit:
-                raise self.routes.body_too_large()
+                raise self.endpoints.body_too_large()
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

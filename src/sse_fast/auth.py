@@ -17,18 +17,8 @@ from typing import Any
 
 import jwt
 
+from .errors import HTTPError
 from .request import Request
-
-
-class HTTPError(Exception):
-    """An error answered as ``{"code": status, "msg": reason, "data": {}}``."""
-
-    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or []
-
 
 UidResolver = Callable[[Request], "str | Awaitable[str]"]
 

@@ -47,11 +47,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .asgi import Receive, Scope, Send, SSEApp, send_response
-from .auth import HTTPError, check_push_token, query_uid
+from .auth import check_push_token, query_uid
+from .errors import HTTPError
 from .event import Event
 from .hub import Hub
 from .request import Request
-from .routes import Response
+from .responses import Response
 
 logger = logging.getLogger("sse_fast.dashboard")
 

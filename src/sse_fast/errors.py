@@ -12,6 +12,20 @@ class SSEFastError(Exception):
     """Base class of every error sse_fast raises on purpose."""
 
 
+class HTTPError(Exception):
+    """A request the edge refuses: answered as ``{"code": status, "msg": reason, "data": {}}``.
+
+    ``reason`` names the field and the rule (``"uid: required ..."``); ``headers``
+    go with the answer (``Retry-After``, ``Allow``).
+    """
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
 class CursorLagging(SSEFastError):
     """A subscriber's cursor points at frames the fan-out ring has already dropped.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 
 class Request:
@@ -49,3 +49,9 @@ class Request:
             self._query = parse_qs(self._query_string.decode("latin-1"), keep_blank_values=True)
         values = self._query.get(name)
         return values[0] if values else None
+
+
+def decode_path(raw_path: bytes) -> str:
+    """A request target's path as ASGI servers hand it to apps: percent-decoded text."""
+    text = raw_path.decode("latin-1")
+    return unquote(text) if "%" in text else text

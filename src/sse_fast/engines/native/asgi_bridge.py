@@ -15,10 +15,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
-from urllib.parse import unquote
 
 import orjson
 
+from ...request import decode_path
 from .wire import CONTINUE, LAST_CHUNK, Headers, chunk, encode_head, has_header, header_value
 
 logger = logging.getLogger("sse_fast.native")
@@ -246,7 +246,7 @@ def http_scope(
         "scheme": "http",
         "method": method,
         "root_path": "",
-        "path": unquote(raw_path.decode("latin-1")),
+        "path": decode_path(raw_path),
         "raw_path": raw_path,
         "query_string": query_string,
         "headers": headers,

@@ -13,19 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import httptools
 
-from ...auth import HTTPError
-from ...request import Request
-from ...routes import Response
+from ...asgi import SSEApp
+from ...errors import HTTPError
+from ...request import Request, decode_path
+from ...responses import Response
+from ...routes import SUBSCRIBE
 from .asgi_bridge import ASGICycle, http_scope
+from .limits import Limits
 from .stream import NativeSink
 from .wire import encode_head
-
-if TYPE_CHECKING:
-    from .server import NativeServer
 
 logger = logging.getLogger("sse_fast.native")
 
@@ -42,6 +42,37 @@ class SubscribeRequest:
     def __init__(self, request: Request, chunked: bool) -> None:
         self.request = request
         self.chunked = chunked
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that accepted it (the native server is one).
+
+    The app (its route table, endpoints and hub), the limits, the loop and the
+    lifespan state; and the calls by which a connection reports where it is,
+    so that the server can time it out and stop it.
+    """
+
+    app: SSEApp
+    limits: Limits
+    stopping: bool
+    state: dict[str, Any] | None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def connected(self, conn: HTTPConnection) -> None: ...
+
+    def disconnected(self, conn: HTTPConnection) -> None: ...
+
+    def wait_for_head(self, conn: HTTPConnection) -> None: ...
+
+    def head_received(self, conn: HTTPConnection) -> None: ...
+
+    def wait_for_request(self, conn: HTTPConnection) -> None: ...
+
+    def streaming(self, conn: HTTPConnection) -> None: ...
+
+    def keep(self, task: asyncio.Task[None]) -> None: ...
 
 
 class HTTPConnection(asyncio.Protocol):
@@ -65,7 +96,7 @@ class HTTPConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, server: NativeServer) -> None:
+    def __init__(self, server: ConnectionHost) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
@@ -170,8 +201,10 @@ class HTTPConnection(asyncio.Protocol):
             keep_alive = False
         version = parser.get_http_version()
         item: ASGICycle | SubscribeRequest
-        if method == "GET" and raw_path == b"/events":
-            item = SubscribeRequest(Request(method, "/events", query, headers), version == "1.1")
+        path = decode_path(raw_path)
+        route = self.server.app.route_table.find(method, path)
+        if route is not None and route.name == SUBSCRIBE:  # streamed here, without the ASGI bridge
+            item = SubscribeRequest(Request(method, path, query, headers), version == "1.1")
         else:
             expect = any(k == b"expect" and v.lower() == b"100-continue" for k, v in headers)
             scope = http_scope(method, raw_path, query, headers, version, transport, self.server.state)
@@ -230,26 +263,26 @@ class HTTPConnection(asyncio.Protocol):
     async def _subscribe(self, item: SubscribeRequest) -> None:
         """``GET /events`` without a coroutine per subscriber: subscribe, hand the hub a sink, return."""
         app = self.server.app
-        routes = app.routes
+        endpoints = app.endpoints
         hub = app.hub
         request = item.request
         chunked = item.chunked
         try:
-            wanted = await routes.subscription(request)
+            wanted = await endpoints.subscription(request)
             transport = self.transport
             if transport is None:
                 return
-            headers = routes.stream_headers(request)
+            headers = endpoints.stream_headers(request)
             headers = [*headers, (b"transfer-encoding", b"chunked")] if chunked else list(headers)
             headers.append((b"connection", b"close"))
             sink = NativeSink(hub, transport, encode_head(200, headers), chunked)
-            sub = routes.open_subscription(wanted, sink)
+            sub = endpoints.open_subscription(wanted, sink)
         except HTTPError as exc:
-            self._answer(item, routes.error(request, exc))
+            self._answer(item, endpoints.error(request, exc))
             return
         except Exception:
             logger.exception("subscribe failed")
-            self._answer(item, routes.error(request, HTTPError(500, "server: internal error")))
+            self._answer(item, endpoints.error(request, HTTPError(500, "server: internal error")))
             return
         # The connection now carries the stream only: drop what parsing needs.
         self.sink = sink
@@ -294,7 +327,7 @@ class HTTPConnection(asyncio.Protocol):
             return
         if self.active is None:
             empty = Request("GET", "/", b"", self._headers)
-            response = self.server.app.routes.error(empty, HTTPError(status, reason))
+            response = self.server.app.endpoints.error(empty, HTTPError(status, reason))
             headers = [
                 *response.headers,
                 (b"content-length", str(len(response.body)).encode()),

@@ -1,0 +1,214 @@
+"""What each route answers, independent of the transport that carries it.
+
+Every engine (the ASGI app, the native uvloop server) asks :class:`Endpoints`
+the same questions — may this request subscribe, and as whom; what does this
+push body mean; what are the figures — and gets the same answers, errors and
+headers.  Only streaming and socket handling differ between engines.  Which
+request goes to which endpoint is the route table's business
+(:mod:`sse_fast.routes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .auth import UidResolver, check_push_token, query_uid
+from .config import DEFAULT_MAX_BODY
+from .errors import HTTPError, InvalidEventError, SSEFastError
+from .event import Event
+from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
+from .metrics import render_metrics
+from .request import Request
+from .responses import Headers, Response
+from .stores.base import StoreUnavailableError
+
+STREAM_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+PREFLIGHT_HEADERS: Headers = [
+    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+    (b"access-control-allow-headers", b"Authorization, Content-Type, Last-Event-ID, Event-Type"),
+    (b"access-control-max-age", b"600"),
+]
+MAX_PUSH_EVENTS = 10_000
+RETRY_SOON: Headers = [(b"retry-after", b"1")]
+
+
+@dataclass(slots=True, frozen=True)
+class Subscription:
+    """Who subscribes, to what, resuming from where (``None``: not resuming)."""
+
+    uid: str
+    event_type: str | None
+    last_event_id: str | None
+
+
+class Endpoints:
+    """The edge's HTTP behaviour over one hub: auth, CORS, push decoding, figures, health.
+
+    ``resolve_uid`` maps a request to a user id (default :func:`query_uid`;
+    use :class:`~sse_fast.auth.JWTAuth` for tokens).  ``push_token``, when
+    set, is required as ``Authorization: Bearer`` on ``/push``, ``/stats``
+    and ``/metrics``.  ``cors_origins`` lists the origins allowed to
+    subscribe and push from a browser (``"*"`` for any).
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        resolve_uid: UidResolver = query_uid,
+        push_token: str | None = None,
+        cors_origins: Sequence[str] = (),
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.hub = hub
+        self.resolve_uid = resolve_uid
+        self.push_token = push_token
+        self.cors_origins = frozenset(cors_origins)
+        self.max_body = max_body
+
+    # --------------------------------------------------------------- errors
+
+    def error(self, request: Request, exc: HTTPError) -> Response:
+        return Response.error(exc, self.cors_headers(request))
+
+    def cors_headers(self, request: Request) -> Headers:
+        origin = request.header(b"origin")
+        if not origin or not self.cors_origins:
+            return []
+        if origin in self.cors_origins:
+            return [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-allow-credentials", b"true"),
+                (b"vary", b"Origin"),
+            ]
+        if "*" in self.cors_origins:
+            return [(b"access-control-allow-origin", b"*")]
+        return []
+
+    def preflight(self, request: Request) -> Response:
+        cors = self.cors_headers(request)
+        return Response(204, b"", [*cors, *PREFLIGHT_HEADERS] if cors else [])
+
+    # ------------------------------------------------------------ subscribe
+
+    async def subscription(self, request: Request) -> Subscription:
+        """Authenticate a subscribe request and read its options (raises HTTPError)."""
+        resolved = self.resolve_uid(request)
+        uid = resolved if isinstance(resolved, str) else await resolved
+        event_type = request.query("event_type") or request.header(b"event-type") or None
+        last_event_id = request.header(b"last-event-id")
+        if last_event_id is None:
+            last_event_id = request.query("last_event_id")
+        return Subscription(uid, event_type, last_event_id)
+
+    def open_subscription(self, wanted: Subscription, sink: SubscriberSink) -> Subscriber:
+        """Register ``sink`` with the hub, or raise the 503 a full or closing hub calls for."""
+        try:
+            return self.hub.subscribe(
+                wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
+            )
+        except HubFullError as exc:
+            raise HTTPError(503, f"connections: {exc}", [(b"retry-after", b"5")]) from None
+        except HubClosedError:
+            raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+
+    def stream_headers(self, request: Request) -> Headers:
+        return STREAM_HEADERS + self.cors_headers(request)
+
+    # ----------------------------------------------------------------- push
+
+    def check_push(self, request: Request) -> None:
+        """What can be refused before the body is read: the token and a declared size."""
+        check_push_token(request, self.push_token)
+        declared = request.header(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise HTTPError(400, "content-length: not an integer") from None
+            if size > self.max_body:
+                raise HTTPError(413, f"body: larger than {self.max_body} bytes")
+
+    def body_too_large(self) -> HTTPError:
+        return HTTPError(413, f"body: larger than {self.max_body} bytes")
+
+    async def push(self, request: Request, body: bytes) -> Response:
+        """Decode ``{"uids": [...], "events": [...]}`` and push it; nothing is sent on any error."""
+        events, uids = decode_push(body)
+        try:
+            ids = await self.hub.push(events, uids)
+        except HubClosedError:
+            raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+        except StoreUnavailableError:  # the details (hosts, ports) go to the log and /stats only
+            raise HTTPError(503, "store: unavailable, nothing was accepted; try again", RETRY_SOON) from None
+        except SSEFastError as exc:
+            if isinstance(exc, ValueError):  # the push itself is wrong: names the field and the rule
+                raise HTTPError(400, str(exc)) from None
+            raise  # anything else is ours: a 500
+        return Response.json(200, {"code": 0, "msg": "ok", "data": {"ids": ids}}, self.cors_headers(request))
+
+    # -------------------------------------------------------------- figures
+
+    def stats(self, request: Request) -> Response:
+        check_push_token(request, self.push_token)
+        return Response.json(200, self.hub.snapshot(), self.cors_headers(request))
+
+    def metrics(self, request: Request) -> Response:
+        check_push_token(request, self.push_token)
+        return Response(
+            200,
+            render_metrics(self.hub.snapshot()).encode(),
+            [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+        )
+
+    def healthz(self, request: Request) -> Response:
+        """Liveness: the process serves streams.  Not the store: a load balancer that
+        pulled every node whenever Redis blinked would cut every subscriber off."""
+        if self.hub.closing:
+            raise HTTPError(503, "server: shutting down")
+        return Response.json(200, {"status": "ok", "connections": self.hub.connections})
+
+    def readyz(self, request: Request) -> Response:
+        """Readiness: pushes can be accepted now (the store answers, not shutting down)."""
+        hub = self.hub
+        if hub.closing:
+            raise HTTPError(503, "server: shutting down", RETRY_SOON)
+        if hub.store_error is not None:  # details in /stats, which needs the token
+            raise HTTPError(503, "store: unavailable", RETRY_SOON)
+        return Response.json(200, {"status": "ready", "connections": hub.connections})
+
+
+def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
+    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPError(400, f"body: invalid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise HTTPError(400, "body: must be a JSON object")
+    unknown = set(payload) - {"uids", "events"}
+    if unknown:
+        raise HTTPError(400, f"{sorted(unknown)[0]}: unknown field")
+    raw_events = payload.get("events")
+    if not isinstance(raw_events, list):
+        raise HTTPError(400, "events: required, a list of events")
+    if not raw_events:
+        raise HTTPError(400, "events: must contain at least one event")
+    if len(raw_events) > MAX_PUSH_EVENTS:
+        raise HTTPError(400, f"events: at most {MAX_PUSH_EVENTS} per push")
+    uids = payload.get("uids")
+    if uids is not None and not isinstance(uids, list):
+        raise HTTPError(400, "uids: must be a list of strings")
+    try:
+        events = [Event.from_json(obj, i) for i, obj in enumerate(raw_events)]
+    except InvalidEventError as exc:
+        raise HTTPError(400, str(exc)) from None
+    return events, uids
