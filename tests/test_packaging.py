@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 _ARTEFACTS = shutil.ignore_patterns(
     ".git", "build", "dist", "*.egg-info", "__pycache__", "*.so", "*.pyd", "_core.c",
-    ".hypothesis", ".benchmarks", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "*.db*",
+    ".hypothesis", ".benchmarks", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv*", "*.db*",
 )
 
 
