@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import os
 import re
@@ -209,6 +208,11 @@ class StreamReader:
             self._connected.set()
             self.ended.set()
 
+    def received(self) -> list[ServerSentEvent]:
+        """The events so far, without the markers of :func:`nothing_else_arrived`."""
+        with self._lock:
+            return [e for e in self.events if e.event != MARKER_EVENT]
+
     @property
     def comments(self) -> int:
         return self._parser.comments
@@ -226,21 +230,41 @@ class StreamReader:
         self._thread.join(0.2)
 
 
+MARKER_EVENT = "test-marker"
+_markers = itertools.count(1)
+
+
+def nothing_else_arrived(server: ServerProcess, *readers: StreamReader) -> None:
+    """Wait until whatever was pushed so far has reached ``readers``, without sleeping.
+
+    A broadcast marker is pushed and awaited on each reader: one connection's
+    events arrive in push order, so anything pushed before it has arrived by
+    then.  Read the events with :meth:`StreamReader.received`, which leaves
+    markers out.
+    """
+    n = str(next(_markers))
+    assert server.push([{"event": MARKER_EVENT, "data": n}]).status_code == 200
+    for reader in readers:
+        wait_until(lambda r=reader: any(e.event == MARKER_EVENT and e.json() == n for e in r.events))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engines(*names): run only on these sse-fast serve engines")
+    config.addinivalue_line("markers", "foreign_server: serve(command=...) runs another server, once")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run every test that starts ``sse-fast serve`` once per engine.
 
-    A test that passes its own ``command=`` runs a foreign server
-    (tests/test_mounted.py) and is left alone; ``@pytest.mark.engines(...)``
-    narrows the engines (tests/test_native_engine.py).
+    ``@pytest.mark.engines(...)`` narrows the engines (tests/test_native_engine.py);
+    ``@pytest.mark.foreign_server`` marks tests whose ``serve(command=...)`` runs
+    another server (tests/test_mounted.py): they run once.
     """
-    if "serve" in metafunc.fixturenames and "command=" not in inspect.getsource(metafunc.function):
-        marker = metafunc.definition.get_closest_marker("engines")
-        engines = marker.args if marker is not None else ENGINES
-        metafunc.parametrize("serve", engines, indirect=True)
+    if "serve" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("foreign_server"):
+        return
+    marker = metafunc.definition.get_closest_marker("engines")
+    engines = marker.args if marker is not None else ENGINES
+    metafunc.parametrize("serve", engines, indirect=True)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import wait_until
 
+pytestmark = pytest.mark.foreign_server
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 SERVERS = {

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import wait_until
+from conftest import nothing_else_arrived, wait_until
 
 REDIS_URL = os.environ.get("SSE_FAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -55,8 +55,8 @@ def test_reconnect_with_last_event_id_gets_what_was_missed_then_live(serve, subs
     assert [(e.event, e.data) for e in reader.wait_events(2)] == [("for-a", "1"), ("b", "3")]
     server.push([{"event": "live", "data": 4}])
     assert reader.wait_events(3)[-1].event == "live"
-    time.sleep(0.2)
-    assert len(reader.events) == 3
+    nothing_else_arrived(server, reader)
+    assert len(reader.received()) == 3
 
 
 def test_last_event_id_query_parameter_as_the_reference_accepts(serve, subscribe):
