@@ -1,10 +1,10 @@
 """An asyncio SSE client that reconnects as a browser's EventSource does.
 
 Bytes come from an httpx stream and go, chunk by chunk as they arrive, into
-the compiled spec-exact parser; what to do between connections is decided by
-the sans-IO :class:`~sse_fast.reconnect.ReconnectPolicy` that the sync client
-shares.  Events reach callbacks (``client.on(type, cb)``) and/or an
-``async for`` loop, in stream order.
+the shared sans-IO :class:`~sse_fast.eventsource.EventSourceMachine`, which
+decides everything else (as it does for the sync client): this module only
+reads in a background task, awaits listeners and sleeps.  Events reach
+callbacks (``client.on(type, cb)``) and/or an ``async for`` loop, in stream order.
 """
 
 from __future__ import annotations
@@ -14,128 +14,23 @@ import contextlib
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 
 import httpx
 
 from ._core import ServerSentEvent
-from .errors import ClientError, ClientStoppedError, ConnectionLostError
-from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState, ReconnectPolicy
+from .base_client import CONNECTION_ERRORS, BaseClient, connection_error, request_headers
+from .errors import ClientStoppedError
+from .eventsource import ERROR_BODY_LIMIT, ERROR_BODY_SECONDS, Decision, EventCallback, ListenerCall, Stop
+from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState
 
 __all__ = ["Client", "ClientState", "EventCallback"]
 
 logger = logging.getLogger("sse_fast.client")
 
-#: A listener: ``cb(event)``; may be a coroutine function (it is awaited, in order).
-EventCallback = Callable[[ServerSentEvent], object]
 
-#: Bytes of an error body kept for the error message, and the longest wait for them.
-_ERROR_BODY_LIMIT = 1024
-_ERROR_BODY_SECONDS = 5.0
-
-
-def connection_error(exc: Exception) -> ClientError:
-    """Map an httpx failure to what the policy understands: passing, or final for a bad URL."""
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects)):
-        stopped = ClientStoppedError(f"{type(exc).__name__}: {exc}")
-        stopped.__cause__ = exc
-        return stopped
-    lost = ConnectionLostError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-    lost.__cause__ = exc
-    return lost
-
-
-class _EventSourceBase:
-    """Listener registry and observable state shared by :class:`Client` and ``SyncClient``."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None,
-        last_event_id: str,
-        retry: float,
-        max_retry: float,
-        max_attempts: int | None,
-        timeout: float | None,
-        read_timeout: float | None,
-        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
-    ) -> None:
-        self.url = url
-        self._headers = dict(headers or {})
-        self._policy = ReconnectPolicy(
-            retry, max_retry, max_attempts, last_event_id=last_event_id, max_event_size=max_event_size
-        )
-        self._timeout = httpx.Timeout(timeout, read=read_timeout)
-        self._listeners: dict[str, list[EventCallback]] = {}
-        self._open_listeners: list[Callable[[], object]] = []
-        self._error_listeners: list[Callable[[BaseException], object]] = []
-        self._reconnect_listeners: list[Callable[[float], object]] = []
-        self._state = ClientState.CONNECTING
-        self._error: ClientStoppedError | None = None
-
-    # -- listeners ----------------------------------------------------------
-
-    def on(self, event_type: str, callback: EventCallback) -> EventCallback:
-        """Call ``callback(event)`` for every event of ``event_type`` (``"*"``: every event).
-
-        Several callbacks per type are called in registration order; returns the
-        callback so it can be removed with :meth:`off`.
-        """
-        self._listeners.setdefault(event_type, []).append(callback)
-        return callback
-
-    def off(self, event_type: str, callback: EventCallback) -> None:
-        """Remove a callback added with :meth:`on` (no error if it is not there)."""
-        callbacks = self._listeners.get(event_type, [])
-        if callback in callbacks:
-            callbacks.remove(callback)
-
-    def on_open(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` every time a connection opens (the stream is accepted)."""
-        self._open_listeners.append(callback)
-
-    def on_error(self, callback: Callable[[BaseException], object]) -> None:
-        """Call ``callback(error)`` on every failure, passing or final (then ``state`` is ``closed``)."""
-        self._error_listeners.append(callback)
-
-    def on_reconnect(self, callback: Callable[[float], object]) -> None:
-        """Call ``callback(delay)`` before waiting ``delay`` seconds to reconnect."""
-        self._reconnect_listeners.append(callback)
-
-    def _callbacks_for(self, event: ServerSentEvent) -> list[EventCallback]:
-        return [*self._listeners.get(event.event, ()), *self._listeners.get("*", ())]
-
-    # -- state --------------------------------------------------------------
-
-    @property
-    def state(self) -> ClientState:
-        """``connecting`` (also before the first attempt and between attempts), ``open`` or ``closed``."""
-        return self._state
-
-    @property
-    def attempts(self) -> int:
-        """Connection attempts in the current streak; back to 0 after a connection that delivered data."""
-        return self._policy.attempts
-
-    @property
-    def last_event_id(self) -> str:
-        """The id sent as ``Last-Event-ID`` on the next reconnect."""
-        return self._policy.last_event_id
-
-    @property
-    def retry(self) -> float:
-        """The current reconnection time in seconds (the server's ``retry:`` once it sent one)."""
-        return self._policy.retry
-
-    @property
-    def error(self) -> ClientStoppedError | None:
-        """Why the client stopped for good, or None (still running, closed by the caller, or 204)."""
-        return self._error
-
-
-class Client(_EventSourceBase):
+class Client(BaseClient):
     """Subscribe to an SSE endpoint and keep the subscription alive.
 
     ``retry`` is the reconnection time (seconds) until the server sends
@@ -188,7 +83,6 @@ class Client(_EventSourceBase):
         self._task: asyncio.Task[None] | None = None
         self._opened: asyncio.Future[None] | None = None
         self._done: asyncio.Event | None = None
-        self._closed_by_caller = False
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -205,7 +99,7 @@ class Client(_EventSourceBase):
             loop = asyncio.get_running_loop()
             self._opened = loop.create_future()
             self._done = asyncio.Event()
-            if self._channel is None and not any(self._listeners.values()):
+            if self._channel is None and not self._machine.has_event_listeners:
                 self._channel = _EventChannel(self._max_queue)
             self._task = loop.create_task(self._run(), name=f"sse_fast.Client({self.url})")
         assert self._opened is not None
@@ -216,12 +110,12 @@ class Client(_EventSourceBase):
         if self._done is None:
             raise RuntimeError("the client was never started; call connect() first")
         await self._done.wait()
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
 
     async def close(self) -> None:
         """Stop reading and reconnecting; pending ``async for`` loops end normally."""
-        self._closed_by_caller = True
+        self._machine.close()
         task = self._task
         if task is not None and not task.done():
             task.cancel()
@@ -229,7 +123,7 @@ class Client(_EventSourceBase):
                 await asyncio.gather(task, return_exceptions=True)
         elif task is None:
             self._done = self._done or asyncio.Event()
-            self._finish(None)
+            self._finish()
             await self._close_http()
 
     async def __aenter__(self) -> Client:
@@ -255,42 +149,25 @@ class Client(_EventSourceBase):
         while True:
             event = await channel.get()
             if event is None:
-                if self._error is not None:
-                    raise self._error
+                if self.error is not None:
+                    raise self.error
                 return
             yield event
 
     # -- the reading task ---------------------------------------------------
 
     async def _run(self) -> None:
-        policy = self._policy
+        """Connect, and again after each connection for as long as the machine says."""
         error: ClientStoppedError | None = None
         try:
             while True:
-                self._state = ClientState.CONNECTING
-                policy.begin_attempt()
-                try:
-                    if not await self._read_stream():
-                        logger.info("%s answered 204: not reconnecting", self.url)
-                        return
-                    lost: ClientError = ConnectionLostError("the server ended the stream")
-                except (httpx.RequestError, httpx.InvalidURL) as exc:
-                    lost = connection_error(exc)
-                except ClientError as exc:
-                    lost = exc
-                self._state = ClientState.CONNECTING
-                delay = policy.next_delay(lost)
-                logger.info("%s: %s; reconnecting in %.2f s", self.url, lost, delay)
-                await self._notify(self._error_listeners, lost)
-                await self._notify(self._reconnect_listeners, delay)
-                await asyncio.sleep(delay)
-        except ClientStoppedError as exc:
-            error = exc
-            logger.warning("%s: %s; not reconnecting", self.url, exc)
-            self._state = ClientState.CLOSED
-            await self._notify(self._error_listeners, exc)
+                decision = await self._connect_once()
+                await self._call(self._machine.decision_calls(decision))
+                if isinstance(decision, Stop):
+                    return
+                await asyncio.sleep(decision.delay)
         except asyncio.CancelledError:
-            if not self._closed_by_caller:
+            if not self._machine.closed_by_caller:
                 raise
         except Exception as exc:  # a bug must stop the client visibly, not kill the task silently
             logger.exception("%s: unexpected error in the client", self.url)
@@ -300,32 +177,49 @@ class Client(_EventSourceBase):
             self._finish(error)
             await self._close_http()
 
-    async def _read_stream(self) -> bool:
-        """One connection: read it until it ends; False if the server said 204."""
-        policy = self._policy
+    async def _connect_once(self) -> Decision:
+        """One connection, from the request to its end; returns what the machine decided next."""
+        machine = self._machine
+        sent = machine.begin_attempt()
         http = self._http_client()
-        # UTF-8, as browsers send it: a Last-Event-ID may be any text but CR, LF and NUL.
-        headers = httpx.Headers(policy.request_headers(self._headers), encoding="utf-8")
-        async with http.stream(
-            "GET", self.url, headers=headers, timeout=self._timeout, follow_redirects=True
-        ) as response:
-            body = b""
-            if response.status_code != 200:
-                with contextlib.suppress(asyncio.TimeoutError, httpx.HTTPError):
-                    body = await asyncio.wait_for(_read_error_body(response), _ERROR_BODY_SECONDS)
-            if not policy.check_response(response.status_code, response.headers, self.url, body):
-                return False
-            self._state = ClientState.OPEN
-            logger.info("connected to %s (attempt %d)", self.url, policy.attempts)
-            if self._opened is not None and not self._opened.done():
-                self._opened.set_result(None)
-            await self._notify(self._open_listeners)
-            async for chunk in response.aiter_bytes():
-                for event in policy.feed(chunk):
-                    await self._dispatch(event)
-                if policy.going_away is not None:
-                    raise ConnectionLostError(f"server going away: {policy.going_away}", going_away=True)
+        try:
+            async with http.stream(
+                "GET", self.url, headers=request_headers(sent), timeout=self._timeout, follow_redirects=True
+            ) as response:
+                if await self._open(response):
+                    async for chunk in response.aiter_bytes():
+                        for event in machine.receive_data(chunk):
+                            await self._call(machine.event_calls(event))
+                            if self._channel is not None:
+                                await self._channel.put(event)
+                        if machine.should_drop:
+                            break
+        except CONNECTION_ERRORS as exc:
+            return machine.connection_closed(connection_error(exc))
+        return machine.connection_closed()
+
+    async def _open(self, response: httpx.Response) -> bool:
+        """Hand the response to the machine; True if it opened the stream (``connect()`` then returns)."""
+        body = b""
+        if response.status_code != 200:
+            with contextlib.suppress(asyncio.TimeoutError, httpx.HTTPError):
+                body = await asyncio.wait_for(_read_error_body(response), ERROR_BODY_SECONDS)
+        if not self._machine.receive_response(response.status_code, response.headers, body):
+            return False
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)
+        await self._call(self._machine.open_calls())
         return True
+
+    async def _call(self, calls: Iterable[ListenerCall]) -> None:
+        """Call listeners in order, awaiting those that return an awaitable; a failing one is logged."""
+        for call in calls:
+            try:
+                result = call.callback(*call.args)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                call.log_failure()
 
     def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -337,12 +231,11 @@ class Client(_EventSourceBase):
             http, self._http = self._http, None
             await http.aclose()
 
-    def _finish(self, error: ClientStoppedError | None) -> None:
-        self._state = ClientState.CLOSED
-        self._error = None if self._closed_by_caller else error
+    def _finish(self, error: ClientStoppedError | None = None) -> None:
+        error = self._machine.finish(error)
         if self._opened is not None and not self._opened.done():
-            if self._error is not None:
-                self._opened.set_exception(self._error)
+            if error is not None:
+                self._opened.set_exception(error)
                 self._opened.exception()  # connect() may have been cancelled: nobody else reads it
             else:
                 self._opened.set_result(None)
@@ -351,32 +244,12 @@ class Client(_EventSourceBase):
         if self._done is not None:
             self._done.set()
 
-    async def _dispatch(self, event: ServerSentEvent) -> None:
-        for callback in self._callbacks_for(event):
-            try:
-                result = callback(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("callback %r failed on a %r event", callback, event.event)
-        if self._channel is not None:
-            await self._channel.put(event)
-
-    async def _notify(self, callbacks: list[Callable[..., object]], *args: object) -> None:
-        for callback in tuple(callbacks):
-            try:
-                result = callback(*args)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("state callback %r failed", callback)
-
 
 async def _read_error_body(response: httpx.Response) -> bytes:
     body = b""
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) >= _ERROR_BODY_LIMIT:
+        if len(body) >= ERROR_BODY_LIMIT:
             break
     return body
 

@@ -1,8 +1,8 @@
-"""The reconnect policy shared by the async and the sync client (sans-IO).
+"""The reconnect policy of an EventSource (sans-IO).
 
-Everything an EventSource decides lives here, with no sockets and no event
-loop, so that :class:`~sse_fast.client.Client` and
-:class:`~sse_fast.sync_client.SyncClient` only move bytes and sleep:
+The rules of one connection and of the wait between connections, with no
+sockets and no event loop; the :class:`~sse_fast.eventsource.EventSourceMachine`
+that both clients drive applies them (and adds state and listeners):
 
 - which responses open a stream, which stop the client for good (204, other
   content types, most statuses) and which are retried (429/502/503/504, with

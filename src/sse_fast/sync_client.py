@@ -1,41 +1,33 @@
 """A blocking SSE client for scripts without an event loop.
 
-Same reconnect policy as the async :class:`~sse_fast.client.Client` (the
-shared sans-IO :class:`~sse_fast.reconnect.ReconnectPolicy`), same listener
-API; the I/O is a plain ``httpx.Client`` stream.  :meth:`SyncClient.close` may
-be called from any thread (or a callback): it shuts the socket down so a read
-blocked in another thread returns at once.
+The same :class:`~sse_fast.eventsource.EventSourceMachine` as the async
+:class:`~sse_fast.client.Client` decides everything; this module only reads a
+plain ``httpx.Client`` stream, calls listeners and waits.  :meth:`SyncClient.close`
+may be called from any thread (or a callback): it shuts the socket down so a
+read blocked in another thread returns at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import socket
 import threading
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from types import TracebackType
 
 import httpx
 
 from ._core import ServerSentEvent
-from .client import (
-    _ERROR_BODY_LIMIT,
-    _ERROR_BODY_SECONDS,
-    EventCallback,
-    _EventSourceBase,
-    connection_error,
-)
-from .errors import ClientError, ClientStoppedError, ConnectionLostError
-from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState
+from .base_client import CONNECTION_ERRORS, BaseClient, connection_error, request_headers
+from .errors import ClientStoppedError
+from .eventsource import ERROR_BODY_LIMIT, ERROR_BODY_SECONDS, Decision, EventCallback, ListenerCall, Stop
+from .reconnect import DEFAULT_MAX_EVENT_SIZE
 
 __all__ = ["SyncClient"]
 
-logger = logging.getLogger("sse_fast.client")
 
-
-class SyncClient(_EventSourceBase):
+class SyncClient(BaseClient):
     """Iterate (``for event in SyncClient(url)``) or register callbacks and :meth:`run`.
 
     Arguments and reconnect behaviour are those of :class:`~sse_fast.client.Client`;
@@ -71,7 +63,7 @@ class SyncClient(_EventSourceBase):
         )
         self._http = http_client
         self._owns_http = http_client is None
-        self._closing = threading.Event()
+        self._closing = threading.Event()  # wakes a reconnect wait; the machine knows it was closed
         self._lock = threading.Lock()
         self._response: httpx.Response | None = None
         self._started = False
@@ -92,6 +84,7 @@ class SyncClient(_EventSourceBase):
 
     def close(self) -> None:
         """Stop for good, from any thread: wakes a blocked read and a reconnect wait."""
+        self._machine.close()
         self._closing.set()
         with self._lock:
             response = self._response
@@ -115,109 +108,80 @@ class SyncClient(_EventSourceBase):
     # -- the loop -----------------------------------------------------------
 
     def _events(self) -> Iterator[ServerSentEvent]:
-        policy = self._policy
-        error: ClientStoppedError | None = None
+        """Connect, and again after each connection for as long as the machine says; yield every event."""
         try:
             while not self._closing.is_set():
-                self._state = ClientState.CONNECTING
-                policy.begin_attempt()
-                try:
-                    opened = yield from self._read_stream()
-                    if self._closing.is_set():
-                        return
-                    if not opened:
-                        logger.info("%s answered 204: not reconnecting", self.url)
-                        return
-                    lost: ClientError = ConnectionLostError("the server ended the stream")
-                except (httpx.RequestError, httpx.InvalidURL) as exc:
-                    if self._closing.is_set():
-                        return
-                    lost = connection_error(exc)
-                except ClientError as exc:
-                    lost = exc
-                self._state = ClientState.CONNECTING
-                delay = policy.next_delay(lost)
-                logger.info("%s: %s; reconnecting in %.2f s", self.url, lost, delay)
-                self._notify(self._error_listeners, lost)
-                self._notify(self._reconnect_listeners, delay)
-                if self._closing.wait(delay):
-                    return
-        except ClientStoppedError as exc:
-            error = exc
-            logger.warning("%s: %s; not reconnecting", self.url, exc)
-            self._state = ClientState.CLOSED
-            self._notify(self._error_listeners, exc)
+                decision = yield from self._connect_once()
+                self._call(self._machine.decision_calls(decision))
+                if isinstance(decision, Stop):
+                    break
+                self._closing.wait(decision.delay)
         finally:
-            self._state = ClientState.CLOSED
-            self._error = None if self._closing.is_set() else error
+            error = self._machine.finish()
             self._closing.set()
             if self._owns_http and self._http is not None:
                 self._http.close()
                 self._http = None
-        if self._error is not None:
-            raise self._error
+        if error is not None:
+            raise error
 
-    def _read_stream(self) -> Generator[ServerSentEvent, None, bool]:
-        """One connection, yielding its events; returns False if the server said 204."""
-        policy = self._policy
+    def _connect_once(self) -> Generator[ServerSentEvent, None, Decision]:
+        """One connection, yielding its events; returns what the machine decided next."""
+        machine = self._machine
+        sent = machine.begin_attempt()
         if self._http is None:
             self._http = httpx.Client()
-        # UTF-8, as browsers send it: a Last-Event-ID may be any text but CR, LF and NUL.
-        headers = httpx.Headers(policy.request_headers(self._headers), encoding="utf-8")
-        with self._http.stream(
-            "GET", self.url, headers=headers, timeout=self._timeout, follow_redirects=True
-        ) as response:
-            with self._lock:
-                self._response = response
-            try:
-                if self._closing.is_set():
-                    return True
-                body = b""
-                if response.status_code != 200:
-                    body = _read_error_body(response)
-                if not policy.check_response(response.status_code, response.headers, self.url, body):
-                    return False
-                self._state = ClientState.OPEN
-                logger.info("connected to %s (attempt %d)", self.url, policy.attempts)
-                self._notify(self._open_listeners)
-                for chunk in response.iter_bytes():
-                    for event in policy.feed(chunk):
-                        self._dispatch(event)
-                        yield event
-                        if self._closing.is_set():
-                            return True
-                    if policy.going_away is not None:
-                        raise ConnectionLostError(f"server going away: {policy.going_away}", going_away=True)
-            finally:
+        try:
+            with self._http.stream(
+                "GET", self.url, headers=request_headers(sent), timeout=self._timeout, follow_redirects=True
+            ) as response:
                 with self._lock:
-                    self._response = None
-        return True
+                    self._response = response  # for close() from another thread
+                try:
+                    yield from self._read(response)
+                finally:
+                    with self._lock:
+                        self._response = None
+        except CONNECTION_ERRORS as exc:
+            return machine.connection_closed(connection_error(exc))
+        return machine.connection_closed()
 
-    def _dispatch(self, event: ServerSentEvent) -> None:
-        for callback in self._callbacks_for(event):
-            try:
-                callback(event)
-            except Exception:
-                logger.exception("callback %r failed on a %r event", callback, event.event)
+    def _read(self, response: httpx.Response) -> Iterator[ServerSentEvent]:
+        machine = self._machine
+        if machine.closed_by_caller:  # close() came before the response was registered
+            return
+        body = _read_error_body(response) if response.status_code != 200 else b""
+        if not machine.receive_response(response.status_code, response.headers, body):
+            return
+        self._call(machine.open_calls())
+        for chunk in response.iter_bytes():
+            for event in machine.receive_data(chunk):
+                self._call(machine.event_calls(event))
+                yield event
+                if machine.closed_by_caller:
+                    return
+            if machine.should_drop:
+                return
 
-    def _notify(self, callbacks: list[Callable[..., object]], *args: object) -> None:
-        for callback in tuple(callbacks):
+    def _call(self, calls: Iterable[ListenerCall]) -> None:
+        """Call listeners in order; a failing one is logged."""
+        for call in calls:
             try:
-                callback(*args)
+                call.callback(*call.args)
             except Exception:
-                logger.exception("state callback %r failed", callback)
+                call.log_failure()
 
 
 def _read_error_body(response: httpx.Response) -> bytes:
     """The start of an error body, for the message; a server that never ends it gets cut off."""
     body = b""
-    timer = threading.Timer(_ERROR_BODY_SECONDS, _shutdown_socket, (response,))
+    timer = threading.Timer(ERROR_BODY_SECONDS, _shutdown_socket, (response,))
     timer.daemon = True
     timer.start()
     try:
         for chunk in response.iter_bytes():
             body += chunk
-            if len(body) >= _ERROR_BODY_LIMIT:
+            if len(body) >= ERROR_BODY_LIMIT:
                 break
     except httpx.HTTPError:
         pass
