@@ -23,11 +23,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from ._core import HEARTBEAT, FanoutRing, encode_event
-from .errors import CursorLagging, EmptyPushError, InvalidEventIdError, SSEFastError
-from .event import Event, encode_body, validate_uids
-from .ids import EventId, format_id, new_epoch
-from .stores.base import HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
+from .._core import HEARTBEAT, FanoutRing, encode_event
+from ..errors import CursorLagging, EmptyPushError, InvalidEventIdError, SSEFastError
+from ..event import Event, encode_body, validate_uids
+from ..ids import EventId, format_id, new_epoch
+from ..stores.base import HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
 
 logger = logging.getLogger("sse_fast.hub")
 

@@ -1,0 +1,37 @@
+"""The hub: subscribers by user id, push, fan-out, heartbeats and failure policy.
+
+:class:`Hub` is the one class callers use; the modules beside it each hold
+one of its concerns.
+"""
+
+from .hub import (
+    HISTORY_LOST,
+    OFFLINE,
+    RESET_EVENT,
+    SHUTDOWN_EVENT,
+    SLOW_CONSUMER,
+    WRITE_ERROR,
+    EventId,
+    Hub,
+    HubClosedError,
+    HubFullError,
+    HubStats,
+    Subscriber,
+    SubscriberSink,
+)
+
+__all__ = [
+    "HISTORY_LOST",
+    "OFFLINE",
+    "RESET_EVENT",
+    "SHUTDOWN_EVENT",
+    "SLOW_CONSUMER",
+    "WRITE_ERROR",
+    "EventId",
+    "Hub",
+    "HubClosedError",
+    "HubFullError",
+    "HubStats",
+    "Subscriber",
+    "SubscriberSink",
+]
