@@ -27,7 +27,7 @@ from .._core import HEARTBEAT, FanoutRing, encode_event
 from ..errors import CursorLagging, EmptyPushError, InvalidEventIdError, SSEFastError
 from ..event import Event, encode_body, validate_uids
 from ..ids import EventId, format_id, new_epoch
-from ..stores.base import HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
+from ..stores.base import Clock, HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
 
 logger = logging.getLogger("sse_fast.hub")
 
@@ -127,6 +127,9 @@ class Hub:
     ``write_error``); it may be a coroutine function.  The store is asked
     every ``store_check_interval`` seconds whether it can take saves
     (:attr:`store_error`) and whether it still holds the hub's history.
+    ``clock`` (monotonic seconds; default: the running loop's ``time()``)
+    times heartbeats and stalls: a test can move it by hand and call
+    :meth:`sweep` instead of sleeping.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class Hub:
         max_connections: int = 100_000,
         replay_page: int = 100,
         store_check_interval: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError("heartbeat: must be a positive number of seconds")
@@ -165,7 +169,8 @@ class Hub:
         self._dirty: dict[Subscriber, None] = {}
         self._flush_scheduled = False
         self._broadcast_pending = False
-        self._clock = 0.0
+        self._clock: Clock = clock if clock is not None else self._loop_time
+        self._now = 0.0  # the clock as of the latest flush, sweep or subscription
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._store_watch: asyncio.Task[None] | None = None
@@ -268,7 +273,7 @@ class Hub:
             raise HubClosedError("the hub is shutting down")
         if len(self._subs) >= self.max_connections:
             raise HubFullError(f"max_connections ({self.max_connections}) reached")
-        now = self._clock = self._now()
+        now = self._now = self._clock()
         sub = Subscriber(uid, sink, event_type or None, self._ring.head, busy_since=now, last_write=now)
         sub.replaying = resume
         self._subs[sub] = None
@@ -333,9 +338,9 @@ class Hub:
                     after = page[-1].seq
                     sub.after_seq = after
                     self.stats.replayed += len(page)
-                    sub.busy_since = self._now()
+                    sub.busy_since = self._clock()
                     yield b"".join([encode_event(e.data, e.event, e.id) for e in page])
-                    sub.busy_since = sub.last_write = self._now()
+                    sub.busy_since = sub.last_write = self._clock()
                     if len(page) == self.replay_page:
                         continue
                 if sub.lagged:
@@ -462,7 +467,7 @@ class Hub:
     def _flush(self) -> None:
         """Write pending frames to every idle subscriber that has some (one write each)."""
         self._flush_scheduled = False
-        self._clock = self._now()
+        self._now = self._clock()
         if self._broadcast_pending:
             self._broadcast_pending = False
             self._dirty.clear()
@@ -499,7 +504,7 @@ class Hub:
         sub.busy = True
         # The clock is read once per flush and per sweep, not once per write:
         # at 10,000 subscribers that call was a tenth of the fan-out's cost.
-        sub.busy_since = sub.last_write = self._clock
+        sub.busy_since = sub.last_write = self._now
         self.stats.deliveries += count
         sub.sink.write(data)
 
@@ -719,7 +724,7 @@ class Hub:
 
     def sweep(self) -> None:
         """One pass over all subscribers: heartbeat the quiet ones, drop the stalled ones."""
-        now = self._clock = self._now()
+        now = self._now = self._clock()
         quiet_before = now - self.heartbeat
         stalled_before = now - self.stall_timeout
         for sub in tuple(self._subs):
@@ -734,7 +739,8 @@ class Hub:
                 self.stats.heartbeats += 1
                 sub.sink.write(HEARTBEAT)
 
-    def _now(self) -> float:
+    def _loop_time(self) -> float:
+        """The default clock: the loop's monotonic time, 0.0 before :meth:`start`."""
         loop = self._loop
         return loop.time() if loop is not None else 0.0
 
