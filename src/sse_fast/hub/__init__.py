@@ -4,21 +4,12 @@
 one of its concerns.
 """
 
-from .hub import (
-    HISTORY_LOST,
-    OFFLINE,
-    RESET_EVENT,
-    SHUTDOWN_EVENT,
-    SLOW_CONSUMER,
-    WRITE_ERROR,
-    EventId,
-    Hub,
-    HubClosedError,
-    HubFullError,
-    HubStats,
-    Subscriber,
-    SubscriberSink,
-)
+from ..errors import HubClosedError, HubFullError
+from ..ids import EventId
+from .failures import OFFLINE, SLOW_CONSUMER, WRITE_ERROR
+from .hub import HISTORY_LOST, RESET_EVENT, SHUTDOWN_EVENT, Hub
+from .stats import HubStats
+from .subscriber import Subscriber, SubscriberSink
 
 __all__ = [
     "HISTORY_LOST",

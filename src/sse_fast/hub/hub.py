@@ -18,22 +18,21 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from .._core import HEARTBEAT, FanoutRing, encode_event
-from ..errors import CursorLagging, EmptyPushError, InvalidEventIdError, SSEFastError
+from ..errors import CursorLagging, EmptyPushError, HubClosedError, HubFullError, InvalidEventIdError
 from ..event import Event, encode_body, validate_uids
 from ..ids import EventId, format_id, new_epoch
 from ..stores.base import Clock, HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
+from .failures import OFFLINE, SLOW_CONSUMER, WRITE_ERROR
+from .history import History
+from .stats import HubStats, snapshot
+from .subscriber import Subscriber, SubscriberSink
 
 logger = logging.getLogger("sse_fast.hub")
-
-OFFLINE = "offline"
-SLOW_CONSUMER = "slow_consumer"
-WRITE_ERROR = "write_error"
 
 SHUTDOWN_EVENT = "shutdown"
 """Event type of the last frame a subscriber gets when the server goes away."""
@@ -47,71 +46,6 @@ loses its history under the hub."""
 HISTORY_LOST = "history_lost"
 
 PushFailedCallback = Callable[[str, Event, str], Any]
-
-
-class SubscriberSink(Protocol):
-    """What a transport gives the hub for one connection.
-
-    ``write`` hands bytes to the peer without blocking; once they are handed
-    off the transport calls :meth:`Hub.ready` so the hub can write what came
-    meanwhile.  ``close`` ends the stream (the hub has dropped the subscriber).
-    """
-
-    def write(self, data: bytes) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class HubFullError(SSEFastError):
-    """The hub already holds ``max_connections`` subscribers."""
-
-
-class HubClosedError(SSEFastError):
-    """The hub is shutting down and accepts no subscribers or pushes."""
-
-
-@dataclass(eq=False, slots=True)
-class Subscriber:
-    """The hub's record of one connection."""
-
-    uid: str
-    sink: SubscriberSink
-    event_type: str | None
-    cursor: int
-    busy: bool = True
-    busy_since: float = 0.0
-    last_write: float = 0.0
-    after_seq: int = 0
-    closed: bool = False
-    # Frames for this subscriber alone, and the events of its write in flight:
-    # made on first use, since most subscribers of a broadcast-heavy edge
-    # never need them and an idle connection should cost as little as it can.
-    private: list[tuple[int, bytes, Event, int]] | None = None
-    inflight_from: int = 0
-    inflight_private: list[Event] | None = None
-    replaying: bool = False
-    lagged: bool = False
-
-
-@dataclass(slots=True)
-class HubStats:
-    """Counters since the hub started (``failed`` counts user x event failures)."""
-
-    events: int = 0
-    deliveries: int = 0
-    failed: int = 0
-    dropped: int = 0
-    slow_consumers: int = 0
-    heartbeats: int = 0
-    replayed: int = 0
-    resets: int = 0
-    store_unavailable: int = 0
-    """Pushes refused because the store could not be reached."""
-    histories_lost: int = 0
-    """Times the store's history was wiped under the hub (a new epoch began)."""
-    failed_by_reason: dict[str, int] = field(
-        default_factory=lambda: {OFFLINE: 0, SLOW_CONSUMER: 0, WRITE_ERROR: 0}
-    )
 
 
 class Hub:
@@ -164,8 +98,7 @@ class Hub:
         self._recent: deque[tuple[Event, str | None]] = deque()
         self._subs: dict[Subscriber, None] = {}
         self._by_uid: dict[str, list[Subscriber]] = {}
-        self._epoch = new_epoch()
-        self._seq = 0
+        self._history = History(new_epoch())
         self._dirty: dict[Subscriber, None] = {}
         self._flush_scheduled = False
         self._broadcast_pending = False
@@ -191,8 +124,8 @@ class Hub:
         self._loop = asyncio.get_running_loop()
         if self.store is not None:
             await self.store.open()
-            self._epoch = self.store.epoch
-            self._seq = await self.store.last_seq()
+            self._history.epoch = self.store.epoch
+            self._history.seq = await self.store.last_seq()
         self._sweeper = self._loop.create_task(self._sweep_forever())
         if self.store is not None:
             self._store_watch = self._loop.create_task(self._watch_store_forever())
@@ -241,7 +174,7 @@ class Hub:
 
     @property
     def epoch(self) -> str:
-        return self._epoch
+        return self._history.epoch
 
     @property
     def store_error(self) -> str | None:
@@ -316,10 +249,11 @@ class Hub:
         epoch, older than retention, or no store), a ``reset`` event comes
         first, then everything retained.
         """
-        epoch = self._epoch  # a history lost meanwhile ends this replay: see _begin_new_history
+        history = self._history
+        epoch = history.epoch  # a history lost meanwhile ends this replay: see _begin_new_history
         try:
             after, reason = await self._resume_point(last_event_id)
-            if self._epoch != epoch:
+            if history.epoch != epoch:
                 return
             if reason is not None:
                 self.stats.resets += 1
@@ -332,7 +266,7 @@ class Hub:
                 page = await store.list_after(
                     sub.uid, after, event_type=sub.event_type, limit=self.replay_page
                 )
-                if sub.closed or self._epoch != epoch:
+                if sub.closed or history.epoch != epoch:
                     return
                 if page:
                     after = page[-1].seq
@@ -356,19 +290,20 @@ class Hub:
 
     async def _resume_point(self, last_event_id: str) -> tuple[int, str | None]:
         """The sequence number to replay after, and why a reset is due (or None)."""
+        history = self._history
         if not self.resend or self.store is None:
-            return self._seq, "no_history"
+            return history.seq, "no_history"
         try:
             parsed = EventId.parse(last_event_id)
         except InvalidEventIdError:
             return 0, "malformed_id"
-        if parsed.epoch != self._epoch:
+        if parsed.epoch != history.epoch:
             return 0, "unknown_epoch"
-        if parsed.seq > self._seq:
+        if parsed.seq > history.seq:
             # Another process writing the same store may have got further than
             # the events this hub has seen: ask before calling the id unknown.
-            self._seq = max(self._seq, await self.store.last_seq())
-            if parsed.seq > self._seq:
+            history.saw(await self.store.last_seq())
+            if parsed.seq > history.seq:
                 return 0, "unknown_id"
         if parsed.seq + 1 < await self.store.first_seq():
             return parsed.seq, "expired"
@@ -396,8 +331,8 @@ class Hub:
             )
             seqs = [s.seq for s in stored]
             ids = [s.id for s in stored]
-            if ids[0].rpartition("-")[0] == self._epoch:
-                self._seq = max(self._seq, seqs[-1])
+            if ids[0].rpartition("-")[0] == self._history.epoch:
+                self._history.saw(seqs[-1])
                 self._fan_out(batch, prepared, seqs, ids, targets)
             else:
                 # Saved in a history that was found lost (and replaced) while we
@@ -405,10 +340,7 @@ class Hub:
                 # the lost history would take the client's Last-Event-ID back there.
                 self._fan_out(batch, prepared, [0] * len(ids), [None] * len(ids), targets)
             return ids
-        first = self._seq + 1
-        self._seq += len(batch)
-        seqs = list(range(first, self._seq + 1))
-        ids = [format_id(self._epoch, s) for s in seqs]
+        seqs, ids = self._history.number(len(batch))
         self._fan_out(batch, prepared, seqs, ids, targets)
         return ids
 
@@ -617,7 +549,7 @@ class Hub:
 
     async def _save(self, events: list[NewEvent]) -> list[StoredEvent]:
         """Save through the store; a lost history is adopted once and the save tried again."""
-        epoch = self._epoch
+        epoch = self._history.epoch
         try:
             return await self._save_once(events)
         except HistoryLostError:
@@ -647,7 +579,7 @@ class Hub:
         """Ask the store whether it can take saves, and adopt a new history if it lost ours."""
         if self.store is None:
             return
-        epoch = self._epoch
+        epoch = self._history.epoch
         try:
             await self.store.check()
         except HistoryLostError:
@@ -681,7 +613,7 @@ class Hub:
         if self._history_lock is None:
             self._history_lock = asyncio.Lock()
         async with self._history_lock:
-            if self._epoch != lost_epoch:
+            if self._history.epoch != lost_epoch:
                 return
             await self.store.recover()
             seq = await self.store.last_seq()
@@ -694,15 +626,16 @@ class Hub:
         before the next event resumes in the new history, not the lost one.
         Frames already pending leave first: they were accepted before the loss.
         """
-        lost = format_id(self._epoch, self._seq) if self._seq else None
-        logger.warning("history %s lost (last id %s): continuing as %s", self._epoch, lost, epoch)
-        self._epoch = epoch
-        self._seq = seq
+        history = self._history
+        lost = history.last_id
+        logger.warning("history %s lost (last id %s): continuing as %s", history.epoch, lost, epoch)
+        history.epoch = epoch
+        history.seq = seq
         self.stats.histories_lost += 1
         frame = encode_event(
             orjson.dumps({"reason": HISTORY_LOST, "last_event_id": lost}).decode(),
             RESET_EVENT,
-            format_id(epoch, seq),
+            format_id(epoch, seq),  # "<epoch>-0" in a fresh history: resumes from its start
         )
         for sub in tuple(self._subs):
             sub.after_seq = 0  # seqs start again: nothing of the new history is "already replayed"
@@ -748,30 +681,14 @@ class Hub:
 
     def snapshot(self) -> dict[str, Any]:
         """Figures for ``/stats``."""
-        s = self.stats
-        return {
-            "connections": len(self._subs),
-            "users": len(self._by_uid),
-            "events": s.events,
-            "deliveries": s.deliveries,
-            "failed": s.failed,
-            "failed_by_reason": dict(s.failed_by_reason),
-            "dropped": s.dropped,
-            "slow_consumers": s.slow_consumers,
-            "heartbeats": s.heartbeats,
-            "replayed": s.replayed,
-            "resets": s.resets,
-            "store_unavailable": s.store_unavailable,
-            "histories_lost": s.histories_lost,
-            "store": {"available": self._store_error is None, "error": self._store_error},
-            "ring": {
-                "frames": len(self._ring),
-                "bytes": self._ring.nbytes,
-                "max_frames": self._ring.max_frames,
-                "max_bytes": self._ring.max_bytes,
-            },
-            "last_id": format_id(self._epoch, self._seq) if self._seq else None,
-        }
+        return snapshot(
+            self.stats,
+            connections=len(self._subs),
+            users=len(self._by_uid),
+            store_error=self._store_error,
+            ring=self._ring,
+            last_id=self._history.last_id,
+        )
 
 
 def encode_json_string(text: str) -> str:
