@@ -14,23 +14,24 @@ per delivered event fall when the load rises.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import orjson
 
 from .._core import HEARTBEAT, FanoutRing, encode_event
-from ..errors import CursorLagging, EmptyPushError, HubClosedError, HubFullError, InvalidEventIdError
+from ..errors import EmptyPushError, HubClosedError, HubFullError, InvalidEventIdError
 from ..event import Event, encode_body, validate_uids
 from ..ids import EventId, format_id, new_epoch
 from ..stores.base import Clock, HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
-from .failures import OFFLINE, SLOW_CONSUMER, WRITE_ERROR
+from .failures import DeliveryFailures, PushFailedCallback
+from .fanout import Fanout
 from .history import History
+from .registry import SubscriberRegistry
 from .stats import HubStats, snapshot
 from .subscriber import Subscriber, SubscriberSink
+from .sweep import HeartbeatSweep
 
 logger = logging.getLogger("sse_fast.hub")
 
@@ -44,8 +45,6 @@ Connected subscribers get one too (reason ``history_lost``) when the store
 loses its history under the hub."""
 
 HISTORY_LOST = "history_lost"
-
-PushFailedCallback = Callable[[str, Event, str], Any]
 
 
 class Hub:
@@ -64,6 +63,13 @@ class Hub:
     ``clock`` (monotonic seconds; default: the running loop's ``time()``)
     times heartbeats and stalls: a test can move it by hand and call
     :meth:`sweep` instead of sleeping.
+    """
+
+    ready: Callable[[Subscriber], None]
+    """The sink has handed off its last write: send what is pending, if anything.
+
+    The fan-out's own method, not a wrapper around it: transports call it
+    after every write, so a call more per subscriber would show in the fan-out.
     """
 
     def __init__(
@@ -87,23 +93,25 @@ class Hub:
             raise ValueError("max_connections: must be at least 1")
         self.store = store
         self.resend = resend and store is not None
-        self.heartbeat = heartbeat
-        self.stall_timeout = stall_timeout if stall_timeout is not None else 2 * heartbeat
-        self.on_push_failed = on_push_failed
         self.max_connections = max_connections
         self.replay_page = replay_page
         self.store_check_interval = store_check_interval
         self.stats = HubStats()
-        self._ring = FanoutRing(ring_frames, ring_bytes)
-        self._recent: deque[tuple[Event, str | None]] = deque()
-        self._subs: dict[Subscriber, None] = {}
-        self._by_uid: dict[str, list[Subscriber]] = {}
-        self._history = History(new_epoch())
-        self._dirty: dict[Subscriber, None] = {}
-        self._flush_scheduled = False
-        self._broadcast_pending = False
         self._clock: Clock = clock if clock is not None else self._loop_time
-        self._now = 0.0  # the clock as of the latest flush, sweep or subscription
+        self._ring = ring = FanoutRing(ring_frames, ring_bytes)
+        self._registry = registry = SubscriberRegistry()
+        self._failures = failures = DeliveryFailures(ring, registry, self.stats, on_push_failed)
+        self._fanout = fanout = Fanout(ring, registry, failures, self.stats, self._clock)
+        self._sweep = HeartbeatSweep(
+            registry,
+            fanout,
+            failures,
+            self.stats,
+            heartbeat=heartbeat,
+            stall_timeout=stall_timeout if stall_timeout is not None else 2 * heartbeat,
+        )
+        self.ready = fanout.ready
+        self._history = History(new_epoch())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._store_watch: asyncio.Task[None] | None = None
@@ -113,7 +121,6 @@ class Hub:
         self._closed_event: asyncio.Event | None = None
         self._closing_event = asyncio.Event()
         self._started = False
-        self._background: set[asyncio.Future[Any]] = set()
 
     # ------------------------------------------------------------------ life
 
@@ -121,12 +128,12 @@ class Hub:
         """Open the store and start the heartbeat sweep (idempotent)."""
         if self._started:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = self._fanout.loop = asyncio.get_running_loop()
         if self.store is not None:
             await self.store.open()
             self._history.epoch = self.store.epoch
             self._history.seq = await self.store.last_seq()
-        self._sweeper = self._loop.create_task(self._sweep_forever())
+        self._sweeper = self._loop.create_task(self._sweep.run_forever())
         if self.store is not None:
             self._store_watch = self._loop.create_task(self._watch_store_forever())
         self._started = True
@@ -149,12 +156,11 @@ class Hub:
                 task.cancel()
         self._sweeper = self._store_watch = None
         goodbye = encode_event(f'{{"reason":{encode_json_string(reason)}}}', SHUTDOWN_EVENT, None, retry_ms)
-        for sub in tuple(self._subs):
-            self._flush_one(sub)  # what is pending goes before the goodbye
+        for sub in tuple(self._registry.subs):
+            self._fanout.flush_one(sub)  # what is pending goes before the goodbye
             sub.sink.write(goodbye)
-            self._drop(sub, close=True)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            self._registry.drop(sub, close=True)
+        await self._failures.wait()
         if self.store is not None and self._started:
             await self.store.close()
         self._started = False
@@ -183,14 +189,30 @@ class Hub:
 
     @property
     def connections(self) -> int:
-        return len(self._subs)
+        return len(self._registry.subs)
 
     @property
     def users(self) -> int:
-        return len(self._by_uid)
+        return len(self._registry.by_uid)
 
     def is_online(self, uid: str) -> bool:
-        return uid in self._by_uid
+        return uid in self._registry.by_uid
+
+    @property
+    def heartbeat(self) -> float:
+        return self._sweep.heartbeat
+
+    @property
+    def stall_timeout(self) -> float:
+        return self._sweep.stall_timeout
+
+    @property
+    def on_push_failed(self) -> PushFailedCallback | None:
+        return self._failures.on_push_failed
+
+    @on_push_failed.setter
+    def on_push_failed(self, callback: PushFailedCallback | None) -> None:
+        self._failures.on_push_failed = callback
 
     # ----------------------------------------------------------- subscribers
 
@@ -204,36 +226,22 @@ class Hub:
         """
         if self._closing:
             raise HubClosedError("the hub is shutting down")
-        if len(self._subs) >= self.max_connections:
+        if len(self._registry.subs) >= self.max_connections:
             raise HubFullError(f"max_connections ({self.max_connections}) reached")
-        now = self._now = self._clock()
+        now = self._fanout.tick()
         sub = Subscriber(uid, sink, event_type or None, self._ring.head, busy_since=now, last_write=now)
         sub.replaying = resume
-        self._subs[sub] = None
-        self._by_uid.setdefault(uid, []).append(sub)
+        self._registry.add(sub)
         sink.write(HEARTBEAT)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Forget a connection (the transport saw it go). Safe to call twice."""
-        self._drop(sub, close=False)
-
-    def ready(self, sub: Subscriber) -> None:
-        """The sink has handed off its last write: send what is pending, if anything."""
-        sub.busy = False
-        if sub.inflight_private:
-            sub.inflight_private = None
-        if not sub.closed and (sub.private or sub.cursor != self._ring.head):
-            self._flush_one(sub)
+        self._registry.drop(sub, close=False)
 
     def write_failed(self, sub: Subscriber, exc: BaseException | None = None) -> None:
         """The sink could not write: report the events of that write and drop the subscriber."""
-        if sub.closed:
-            return
-        logger.debug("write to %s failed: %r", sub.uid, exc)
-        self._report_lost(sub, sub.inflight_from, sub.cursor, sub.inflight_private or [], WRITE_ERROR)
-        sub.inflight_private = None
-        self._drop(sub, close=True)
+        self._failures.write_failed(sub, exc)
 
     # ---------------------------------------------------------------- resend
 
@@ -333,217 +341,16 @@ class Hub:
             ids = [s.id for s in stored]
             if ids[0].rpartition("-")[0] == self._history.epoch:
                 self._history.saw(seqs[-1])
-                self._fan_out(batch, prepared, seqs, ids, targets)
+                self._fanout.fan_out(batch, prepared, seqs, ids, targets)
             else:
                 # Saved in a history that was found lost (and replaced) while we
                 # waited: accepted, so delivered, but without an id, since one of
                 # the lost history would take the client's Last-Event-ID back there.
-                self._fan_out(batch, prepared, [0] * len(ids), [None] * len(ids), targets)
+                self._fanout.fan_out(batch, prepared, [0] * len(ids), [None] * len(ids), targets)
             return ids
         seqs, ids = self._history.number(len(batch))
-        self._fan_out(batch, prepared, seqs, ids, targets)
+        self._fanout.fan_out(batch, prepared, seqs, ids, targets)
         return ids
-
-    def _fan_out(
-        self,
-        batch: list[Event],
-        prepared: list[tuple[str, bytes]],
-        seqs: list[int],
-        ids: Sequence[str | None],
-        targets: tuple[str, ...] | None,
-    ) -> None:
-        ring = self._ring
-        self.stats.events += len(batch)
-        for ev, (_, body), seq, event_id in zip(batch, prepared, seqs, ids, strict=False):
-            wire_id = ev.id if ev.id is not None else event_id
-            frame = body if wire_id is None else b"id: " + wire_id.encode() + b"\n" + body
-            stamped = Event(ev.event, ev.data, wire_id, raw=ev.raw)
-            if targets is None:
-                ring.append(frame, stamped.event, seq)
-                self._remember(stamped)
-                self._broadcast_pending = True
-            else:
-                for uid in targets:
-                    subs = self._by_uid.get(uid)
-                    if not subs:
-                        self._report(uid, stamped, OFFLINE)
-                        continue
-                    for sub in subs:
-                        if sub.event_type is not None and sub.event_type != stamped.event:
-                            continue
-                        if sub.private is None:
-                            sub.private = []
-                        sub.private.append((ring.head, frame, stamped, seq))
-                        if len(sub.private) > ring.max_frames:
-                            self._fell_behind(sub)
-                        else:
-                            self._dirty[sub] = None
-        self._schedule_flush()
-
-    def _remember(self, event: Event) -> None:
-        """Keep the broadcast events the ring holds, to report what a dropped subscriber missed."""
-        recent = self._recent
-        recent.append((event, event.event))
-        excess = len(recent) - len(self._ring) - 64
-        for _ in range(max(0, excess)):
-            recent.popleft()
-
-    # --------------------------------------------------------------- fan-out
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = self._loop or asyncio.get_running_loop()
-            loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Write pending frames to every idle subscriber that has some (one write each)."""
-        self._flush_scheduled = False
-        self._now = self._clock()
-        if self._broadcast_pending:
-            self._broadcast_pending = False
-            self._dirty.clear()
-            tail = self._ring.tail
-            flush_one = self._flush_one
-            for sub in tuple(self._subs):
-                if sub.busy:
-                    if sub.cursor < tail:
-                        self._fell_behind(sub)
-                else:
-                    flush_one(sub)
-        elif self._dirty:
-            dirty, self._dirty = self._dirty, {}
-            for sub in dirty:
-                if not sub.busy and not sub.closed:
-                    self._flush_one(sub)
-
-    def _flush_one(self, sub: Subscriber) -> None:
-        ring = self._ring
-        start = sub.cursor
-        try:
-            if sub.private:
-                data, count = self._merge_private(sub)
-            else:
-                if start == ring.head:
-                    return
-                data, sub.cursor, count = ring.collect(start, -1, sub.event_type, sub.after_seq)
-        except CursorLagging:
-            self._fell_behind(sub)
-            return
-        if not data:
-            return
-        sub.inflight_from = start
-        sub.busy = True
-        # The clock is read once per flush and per sweep, not once per write:
-        # at 10,000 subscribers that call was a tenth of the fan-out's cost.
-        sub.busy_since = sub.last_write = self._now
-        self.stats.deliveries += count
-        sub.sink.write(data)
-
-    def _merge_private(self, sub: Subscriber) -> tuple[bytes, int]:
-        """Interleave a subscriber's own frames with the broadcast ring, in push order."""
-        ring = self._ring
-        parts: list[bytes] = []
-        total = 0
-        cursor = sub.cursor
-        inflight = sub.inflight_private
-        if inflight is None:
-            inflight = sub.inflight_private = []
-        for pos, frame, event, seq in sub.private or ():
-            if pos > cursor:
-                chunk, cursor, n = ring.collect(cursor, pos, sub.event_type, sub.after_seq)
-                parts.append(chunk)
-                total += n
-            if seq > sub.after_seq or seq == 0:  # seq 0: in no history, never replayed
-                parts.append(frame)
-                inflight.append(event)
-                total += 1
-        chunk, sub.cursor, n = ring.collect(cursor, -1, sub.event_type, sub.after_seq)
-        parts.append(chunk)
-        sub.private = None
-        return b"".join(parts), total + n
-
-    # -------------------------------------------------------------- failures
-
-    def _fell_behind(self, sub: Subscriber) -> None:
-        """The ring no longer holds what ``sub`` needs next.
-
-        A replaying subscriber reads the store anyway, so it only notes the
-        lag and re-reads; any other is a slow consumer.
-        """
-        if sub.replaying:
-            sub.lagged = True
-            sub.private = None
-        else:
-            self._drop_slow(sub)
-
-    def _drop_slow(self, sub: Subscriber) -> None:
-        """Disconnect a subscriber that fell behind the ring; report what it missed."""
-        if sub.closed:
-            return
-        self.stats.slow_consumers += 1
-        pending = [event for _, _, event, _ in sub.private or ()]
-        lost = self._report_lost(
-            sub,
-            sub.inflight_from if sub.busy else sub.cursor,
-            self._ring.head,
-            (sub.inflight_private or []) + pending,
-            SLOW_CONSUMER,
-        )
-        self.stats.dropped += lost
-        logger.info("dropping slow consumer %s (%d events missed)", sub.uid, lost)
-        self._drop(sub, close=True)
-
-    def _report_lost(self, sub: Subscriber, start: int, end: int, private: list[Event], reason: str) -> int:
-        """Report the broadcast events in positions [start, end) and ``private`` as failed."""
-        lost = 0
-        first_known = self._ring.head - len(self._recent)
-        for pos in range(max(start, first_known), end):
-            event, event_type = self._recent[pos - first_known]
-            if sub.event_type is None or sub.event_type == event_type:
-                self._report(sub.uid, event, reason)
-                lost += 1
-        for event in private:
-            self._report(sub.uid, event, reason)
-            lost += 1
-        return lost
-
-    def _report(self, uid: str, event: Event, reason: str) -> None:
-        self.stats.failed += 1
-        self.stats.failed_by_reason[reason] += 1
-        callback = self.on_push_failed
-        if callback is None:
-            return
-        try:
-            result = callback(uid, event, reason)
-        except Exception:
-            logger.exception("on_push_failed raised")
-            return
-        if isinstance(result, Awaitable):
-            task = asyncio.ensure_future(result)
-            self._background.add(task)
-            task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Future[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("on_push_failed failed", exc_info=task.exception())
-
-    def _drop(self, sub: Subscriber, *, close: bool) -> None:
-        if sub.closed:
-            return
-        sub.closed = True
-        self._subs.pop(sub, None)
-        self._dirty.pop(sub, None)
-        subs = self._by_uid.get(sub.uid)
-        if subs is not None:
-            with contextlib.suppress(ValueError):
-                subs.remove(sub)
-            if not subs:
-                del self._by_uid[sub.uid]
-        sub.private = None
-        if close:
-            sub.sink.close()
 
     # ---------------------------------------------------------- store health
 
@@ -637,40 +444,18 @@ class Hub:
             RESET_EVENT,
             format_id(epoch, seq),  # "<epoch>-0" in a fresh history: resumes from its start
         )
-        for sub in tuple(self._subs):
+        for sub in tuple(self._registry.subs):
             sub.after_seq = 0  # seqs start again: nothing of the new history is "already replayed"
             if not sub.replaying:  # a replay in progress stops at its next page
-                self._flush_one(sub)
+                self._fanout.flush_one(sub)
             self.stats.resets += 1
             sub.sink.write(frame)
 
     # ------------------------------------------------------------ heartbeats
 
-    async def _sweep_forever(self) -> None:
-        interval = max(min(self.heartbeat / 4, 1.0), 0.02)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.sweep()
-            except Exception:
-                logger.exception("heartbeat sweep failed")
-
     def sweep(self) -> None:
         """One pass over all subscribers: heartbeat the quiet ones, drop the stalled ones."""
-        now = self._now = self._clock()
-        quiet_before = now - self.heartbeat
-        stalled_before = now - self.stall_timeout
-        for sub in tuple(self._subs):
-            if sub.busy:
-                if sub.busy_since < stalled_before:
-                    self._drop_slow(sub)
-            elif sub.last_write <= quiet_before:
-                sub.busy = True
-                sub.busy_since = now
-                sub.last_write = now
-                sub.inflight_from = sub.cursor
-                self.stats.heartbeats += 1
-                sub.sink.write(HEARTBEAT)
+        self._sweep.sweep()
 
     def _loop_time(self) -> float:
         """The default clock: the loop's monotonic time, 0.0 before :meth:`start`."""
@@ -683,8 +468,8 @@ class Hub:
         """Figures for ``/stats``."""
         return snapshot(
             self.stats,
-            connections=len(self._subs),
-            users=len(self._by_uid),
+            connections=len(self._registry.subs),
+            users=len(self._registry.by_uid),
             store_error=self._store_error,
             ring=self._ring,
             last_id=self._history.last_id,
@@ -695,18 +480,4 @@ def encode_json_string(text: str) -> str:
     return orjson.dumps(text).decode()
 
 
-__all__ = [
-    "HISTORY_LOST",
-    "OFFLINE",
-    "RESET_EVENT",
-    "SHUTDOWN_EVENT",
-    "SLOW_CONSUMER",
-    "WRITE_ERROR",
-    "EventId",
-    "Hub",
-    "HubClosedError",
-    "HubFullError",
-    "HubStats",
-    "Subscriber",
-    "SubscriberSink",
-]
+__all__ = ["HISTORY_LOST", "RESET_EVENT", "SHUTDOWN_EVENT", "Hub"]
