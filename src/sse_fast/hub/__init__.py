@@ -6,8 +6,9 @@ one of its concerns.
 
 from ..errors import HubClosedError, HubFullError
 from ..ids import EventId
-from .failures import OFFLINE, SLOW_CONSUMER, WRITE_ERROR
-from .hub import HISTORY_LOST, RESET_EVENT, SHUTDOWN_EVENT, Hub
+from .failures import OFFLINE, SLOW_CONSUMER, WRITE_ERROR, PushFailedCallback
+from .hub import SHUTDOWN_EVENT, Hub
+from .resend import HISTORY_LOST, RESET_EVENT
 from .stats import HubStats
 from .subscriber import Subscriber, SubscriberSink
 
@@ -23,6 +24,7 @@ __all__ = [
     "HubClosedError",
     "HubFullError",
     "HubStats",
+    "PushFailedCallback",
     "Subscriber",
     "SubscriberSink",
 ]
