@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sse_fast import Event, EventParser, Hub, InvalidEventError, ServerSentEvent
 from sse_fast.hub import OFFLINE, RESET_EVENT, SLOW_CONSUMER, WRITE_ERROR, Subscriber
 from sse_fast.stores import MemoryStore, SQLiteStore
+from test_stores import FakeClock
 
 
 def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -24,9 +25,7 @@ def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
 class Connection:
     """A subscriber's connection as a transport drives it: one write in flight, then ``ready``."""
 
-    def __init__(
-        self, hub: Hub, uid: str, event_type: str | None = None, *, auto_ready: bool = True
-    ) -> None:
+    def __init__(self, hub: Hub, uid: str, event_type: str | None = None, *, auto_ready: bool = True) -> None:
         self.hub = hub
         self.uid = uid
         self.writes: list[bytes] = []
@@ -199,13 +198,20 @@ def test_push_failed_callback_reasons():
 
 def test_heartbeat_sweep_writes_to_quiet_subscribers_and_drops_stalled_ones():
     async def main() -> None:
-        hub = Hub(heartbeat=0.05, stall_timeout=0.2)
+        clock = FakeClock()
+        hub = Hub(heartbeat=15, stall_timeout=60, clock=clock)
         await hub.start()
         quiet = await Connection(hub, "q").open()
         stalled = Connection(hub, "s", auto_ready=False)
         await stalled.open()
-        await asyncio.sleep(0.5)
-        assert quiet.parser.comments >= 3
+        for _ in range(3):  # each sweep finds both quiet for a heartbeat; "s" never completes its write
+            clock.now += 15
+            hub.sweep()
+            await settle()
+        assert quiet.parser.comments == 4  # the one on subscribing, then one per heartbeat
+        assert not stalled.closed  # busy since the first sweep's heartbeat: 30 s, not yet stalled
+        clock.now += 31
+        hub.sweep()
         assert stalled.closed
         assert hub.connections == 1
         await hub.close()

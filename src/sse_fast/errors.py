@@ -89,9 +89,7 @@ class HTTPStatusError(ClientStoppedError):
     error only reaches ``on_error``; any other status stops the client for good.
     """
 
-    def __init__(
-        self, status: int, url: str, *, message: str = "", retry_after: float | None = None
-    ) -> None:
+    def __init__(self, status: int, url: str, *, message: str = "", retry_after: float | None = None) -> None:
         detail = f": {message}" if message else ""
         super().__init__(f"HTTP {status} from {url}{detail}")
         self.status = status
@@ -130,3 +128,11 @@ class EventTooLargeError(SSEFastError, ValueError):
         super().__init__(f"event: {size} bytes without an end exceed max_event_size ({limit})")
         self.size = size
         self.limit = limit
+
+
+class HubFullError(SSEFastError):
+    """The hub already holds ``max_connections`` subscribers."""
+
+
+class HubClosedError(SSEFastError):
+    """The hub is shutting down and accepts no subscribers or pushes."""

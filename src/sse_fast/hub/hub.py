@@ -1,0 +1,343 @@
+"""The hub: subscribers by user id, push, fan-out, heartbeats and failure policy.
+
+The hub owns policy, not I/O.  A transport (the ASGI app, or any other) hands
+it one :class:`~sse_fast.hub.SubscriberSink` per connection and the hub only
+ever calls ``sink.write(bytes)`` and ``sink.close()``; of the store it knows
+only the :class:`~sse_fast.stores.base.Store` protocol.  :class:`Hub` is the
+one class callers use: it validates, numbers and saves pushes, runs the
+hub's life (start, the goodbye at close) and composes the pieces that each
+own one concern:
+
+* :mod:`.registry` -- the connections, by user id;
+* :mod:`.fanout` -- frames to subscribers, one write per wake-up (the hot path);
+* :mod:`.failures` -- ``on_push_failed``, slow consumers, write errors;
+* :mod:`.sweep` -- heartbeats and stalled writes, one timer for all;
+* :mod:`.resend` -- replay after ``Last-Event-ID``, resets;
+* :mod:`.store_health` -- store checks, a lost history adopted;
+* :mod:`.history`, :mod:`.stats` -- the epoch and sequence, the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import orjson
+
+from .._core import HEARTBEAT, FanoutRing, encode_event
+from ..errors import EmptyPushError, HubClosedError, HubFullError
+from ..event import Event, encode_body, validate_uids
+from ..ids import new_epoch
+from ..stores.base import Clock, NewEvent, Store
+from .failures import DeliveryFailures, PushFailedCallback
+from .fanout import Fanout
+from .history import History
+from .registry import SubscriberRegistry
+from .resend import Resend
+from .stats import HubStats, snapshot
+from .store_health import StoreHealth
+from .subscriber import Subscriber, SubscriberSink
+from .sweep import HeartbeatSweep
+
+SHUTDOWN_EVENT = "shutdown"
+"""Event type of the last frame a subscriber gets when the server goes away."""
+
+
+class Hub:
+    """Holds subscriber connections keyed by user id and pushes events to them.
+
+    ``heartbeat`` is the number of seconds without output after which a
+    subscriber gets a ``: heartbeat`` comment; a subscriber whose write has not
+    completed within ``stall_timeout`` (default two heartbeats) is dropped.
+    ``ring_frames``/``ring_bytes`` bound the shared backlog: a subscriber that
+    falls further behind is a slow consumer and is disconnected.
+    ``on_push_failed(uid, event, reason)`` is told of every event that could
+    not be delivered live (reasons ``offline``, ``slow_consumer``,
+    ``write_error``); it may be a coroutine function.  The store is asked
+    every ``store_check_interval`` seconds whether it can take saves
+    (:attr:`store_error`) and whether it still holds the hub's history.
+    ``clock`` (monotonic seconds; default: the running loop's ``time()``)
+    times heartbeats and stalls: a test can move it by hand and call
+    :meth:`sweep` instead of sleeping.
+    """
+
+    ready: Callable[[Subscriber], None]
+    """The sink has handed off its last write: send what is pending, if anything.
+
+    The fan-out's own method, not a wrapper around it: transports call it
+    after every write, so a call more per subscriber would show in the fan-out.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store | None = None,
+        resend: bool = True,
+        heartbeat: float = 15.0,
+        stall_timeout: float | None = None,
+        on_push_failed: PushFailedCallback | None = None,
+        ring_frames: int = 4096,
+        ring_bytes: int = 32 * 1024 * 1024,
+        max_connections: int = 100_000,
+        replay_page: int = 100,
+        store_check_interval: float = 1.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if heartbeat <= 0:
+            raise ValueError("heartbeat: must be a positive number of seconds")
+        if max_connections < 1:
+            raise ValueError("max_connections: must be at least 1")
+        self.max_connections = max_connections
+        self.stats = stats = HubStats()
+        self._store = store
+        self._loop: asyncio.AbstractEventLoop | None = None
+        clock = clock if clock is not None else self._loop_time
+        self._history = history = History(new_epoch())
+        self._ring = ring = FanoutRing(ring_frames, ring_bytes)
+        self._registry = registry = SubscriberRegistry()
+        self._failures = failures = DeliveryFailures(ring, registry, stats, on_push_failed)
+        self._fanout = fanout = Fanout(ring, registry, failures, stats, clock)
+        self.ready = fanout.ready
+        self._sweep = HeartbeatSweep(
+            registry,
+            fanout,
+            failures,
+            stats,
+            heartbeat=heartbeat,
+            stall_timeout=stall_timeout if stall_timeout is not None else 2 * heartbeat,
+        )
+        self._resend = Resend(
+            store,
+            history,
+            registry,
+            fanout,
+            ring,
+            stats,
+            clock,
+            enabled=resend and store is not None,
+            replay_page=replay_page,
+        )
+        self._store_health = StoreHealth(
+            store, history, stats, self._resend.begin_new_history, check_interval=store_check_interval
+        )
+        self._sweeper: asyncio.Task[None] | None = None
+        self._store_watch: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed_event: asyncio.Event | None = None
+        self._closing_event = asyncio.Event()
+        self._started = False
+
+    # ------------------------------------------------------------------ life
+
+    async def start(self) -> None:
+        """Open the store and start the heartbeat sweep (idempotent)."""
+        if self._started:
+            return
+        self._loop = self._fanout.loop = asyncio.get_running_loop()
+        if self._store is not None:
+            await self._store.open()
+            self._history.epoch = self._store.epoch
+            self._history.seq = await self._store.last_seq()
+        self._sweeper = self._loop.create_task(self._sweep.run_forever())
+        if self._store is not None:
+            self._store_watch = self._loop.create_task(self._store_health.watch_forever())
+        self._started = True
+
+    async def close(self, reason: str = "server shutting down", retry_ms: int | None = 1000) -> None:
+        """Tell every subscriber the server is going away, end the streams, close the store.
+
+        Safe to call more than once (a server may call it on its stop signal
+        and again at lifespan shutdown).
+        """
+        if self._closing:
+            if self._closed_event is not None:
+                await self._closed_event.wait()
+            return
+        self._closing = True
+        self._closing_event.set()
+        self._closed_event = asyncio.Event()
+        for task in (self._sweeper, self._store_watch):
+            if task is not None:
+                task.cancel()
+        self._sweeper = self._store_watch = None
+        goodbye = encode_event(orjson.dumps({"reason": reason}).decode(), SHUTDOWN_EVENT, None, retry_ms)
+        for sub in tuple(self._registry.subs):
+            self._fanout.flush_one(sub)  # what is pending goes before the goodbye
+            sub.sink.write(goodbye)
+            self._registry.drop(sub, close=True)
+        await self._failures.wait()
+        if self._store is not None and self._started:
+            await self._store.close()
+        self._started = False
+        self._closed_event.set()
+
+    def _loop_time(self) -> float:
+        """The default clock: the loop's monotonic time, 0.0 before :meth:`start`."""
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def wait_closing(self) -> None:
+        """Return once :meth:`close` has begun (for tasks that live as long as the hub)."""
+        await self._closing_event.wait()
+
+    # ------------------------------------------------------------ the state
+
+    @property
+    def epoch(self) -> str:
+        return self._history.epoch
+
+    @property
+    def store_error(self) -> str | None:
+        """Why the store could not be used last time, while it still cannot."""
+        return self._store_health.error
+
+    @property
+    def connections(self) -> int:
+        return len(self._registry.subs)
+
+    @property
+    def users(self) -> int:
+        return len(self._registry.by_uid)
+
+    def is_online(self, uid: str) -> bool:
+        return uid in self._registry.by_uid
+
+    def snapshot(self) -> dict[str, Any]:
+        """Figures for ``/stats``."""
+        return snapshot(
+            self.stats,
+            connections=len(self._registry.subs),
+            users=len(self._registry.by_uid),
+            store_error=self._store_health.error,
+            ring=self._ring,
+            last_id=self._history.last_id,
+        )
+
+    # The settings as given, each read from the piece that uses it (one copy).
+
+    @property
+    def store(self) -> Store | None:
+        return self._store
+
+    @property
+    def resend(self) -> bool:
+        """Whether resuming subscribers get what they missed (a store is needed)."""
+        return self._resend.enabled
+
+    @property
+    def replay_page(self) -> int:
+        return self._resend.replay_page
+
+    @property
+    def heartbeat(self) -> float:
+        return self._sweep.heartbeat
+
+    @property
+    def stall_timeout(self) -> float:
+        return self._sweep.stall_timeout
+
+    @property
+    def store_check_interval(self) -> float:
+        return self._store_health.check_interval
+
+    @property
+    def on_push_failed(self) -> PushFailedCallback | None:
+        return self._failures.on_push_failed
+
+    @on_push_failed.setter
+    def on_push_failed(self, callback: PushFailedCallback | None) -> None:
+        self._failures.on_push_failed = callback
+
+    # ----------------------------------------------------------- subscribers
+
+    def subscribe(
+        self, uid: str, sink: SubscriberSink, *, event_type: str | None = None, resume: bool = False
+    ) -> Subscriber:
+        """Register a connection; it gets a heartbeat at once and live events from now on.
+
+        With ``resume=True`` the transport will first stream :meth:`replay`;
+        live events wait (in the ring) until the replay is done.
+        """
+        if self._closing:
+            raise HubClosedError("the hub is shutting down")
+        if len(self._registry.subs) >= self.max_connections:
+            raise HubFullError(f"max_connections ({self.max_connections}) reached")
+        now = self._fanout.tick()
+        sub = Subscriber(uid, sink, event_type or None, self._ring.head, busy_since=now, last_write=now)
+        sub.replaying = resume
+        self._registry.add(sub)
+        sink.write(HEARTBEAT)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget a connection (the transport saw it go). Safe to call twice."""
+        self._registry.drop(sub, close=False)
+
+    def write_failed(self, sub: Subscriber, exc: BaseException | None = None) -> None:
+        """The sink could not write: report the events of that write and drop the subscriber."""
+        self._failures.write_failed(sub, exc)
+
+    def replay(self, sub: Subscriber, last_event_id: str) -> AsyncIterator[bytes]:
+        """Stream what ``sub`` missed after ``last_event_id``, page by page, then go live.
+
+        See :meth:`~sse_fast.hub.resend.Resend.replay` for how the seam with
+        live events leaves no gap and no duplicate, and when a ``reset`` comes first.
+        """
+        return self._resend.replay(sub, last_event_id)
+
+    # ------------------------------------------------------------------ push
+
+    async def push(self, events: Event | Iterable[Event], uids: Iterable[str] | None = None) -> list[str]:
+        """Deliver events to every connection of ``uids`` (everyone when empty/None).
+
+        All events are validated before anything is stored or sent: an invalid
+        one raises :class:`~sse_fast.errors.InvalidEventError` naming the field
+        and nothing is delivered.  Returns the ids, in order.
+        """
+        if self._closing:
+            raise HubClosedError("the hub is shutting down")
+        batch = [events] if isinstance(events, Event) else list(events)
+        if not batch:
+            raise EmptyPushError()
+        targets = validate_uids(uids)
+        prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
+        if self._store is not None:
+            stored = await self._store_health.save(
+                [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared, strict=False)]
+            )
+            seqs = [s.seq for s in stored]
+            ids = [s.id for s in stored]
+            if ids[0].rpartition("-")[0] == self._history.epoch:
+                self._history.saw(seqs[-1])
+                self._fanout.fan_out(batch, prepared, seqs, ids, targets)
+            else:
+                # Saved in a history that was found lost (and replaced) while we
+                # waited: accepted, so delivered, but without an id, since one of
+                # the lost history would take the client's Last-Event-ID back there.
+                self._fanout.fan_out(batch, prepared, [0] * len(ids), [None] * len(ids), targets)
+            return ids
+        seqs, ids = self._history.number(len(batch))
+        self._fanout.fan_out(batch, prepared, seqs, ids, targets)
+        return ids
+
+    # ------------------------------------------------------- timed passes
+
+    def sweep(self) -> None:
+        """One pass over all subscribers: heartbeat the quiet ones, drop the stalled ones."""
+        self._sweep.sweep()
+
+    async def check_store(self) -> None:
+        """Ask the store whether it can take saves, and adopt a new history if it lost ours."""
+        await self._store_health.check()
+
+
+__all__ = ["SHUTDOWN_EVENT", "Hub"]

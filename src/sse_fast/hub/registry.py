@@ -1,0 +1,43 @@
+"""The connections the hub holds, in subscription order and by user id."""
+
+from __future__ import annotations
+
+import contextlib
+
+from .subscriber import Subscriber
+
+
+class SubscriberRegistry:
+    """Every live connection, and each user's connections.
+
+    Both maps are plain dicts that the fan-out walks itself: a broadcast pass
+    over ``subs`` or a push to some users through ``by_uid`` costs no call
+    per subscriber.  ``subs`` is a dict (not a set) so that passes go in
+    subscription order.
+    """
+
+    __slots__ = ("by_uid", "subs")
+
+    def __init__(self) -> None:
+        self.subs: dict[Subscriber, None] = {}
+        self.by_uid: dict[str, list[Subscriber]] = {}
+
+    def add(self, sub: Subscriber) -> None:
+        self.subs[sub] = None
+        self.by_uid.setdefault(sub.uid, []).append(sub)
+
+    def drop(self, sub: Subscriber, *, close: bool) -> None:
+        """Forget ``sub`` and what was pending for it; ``close`` ends its stream. Safe to call twice."""
+        if sub.closed:
+            return
+        sub.closed = True
+        self.subs.pop(sub, None)
+        subs = self.by_uid.get(sub.uid)
+        if subs is not None:
+            with contextlib.suppress(ValueError):
+                subs.remove(sub)
+            if not subs:
+                del self.by_uid[sub.uid]
+        sub.private = None
+        if close:
+            sub.sink.close()

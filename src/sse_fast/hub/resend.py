@@ -1,0 +1,160 @@
+"""Resend: what a reconnecting subscriber missed, from the store, and a reset when it cannot be had."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+
+from .._core import FanoutRing, encode_event
+from ..errors import InvalidEventIdError
+from ..ids import EventId, format_id
+from ..stores.base import Clock, Store
+from .fanout import Fanout
+from .history import History
+from .registry import SubscriberRegistry
+from .stats import HubStats
+from .subscriber import Subscriber
+
+logger = logging.getLogger("sse_fast.hub")
+
+RESET_EVENT = "reset"
+"""Event type sent before a replay that cannot start right after the client's
+``Last-Event-ID``; its data is ``{"reason": ..., "last_event_id": ...}``.
+Connected subscribers get one too (reason ``history_lost``) when the store
+loses its history under the hub."""
+
+HISTORY_LOST = "history_lost"
+
+
+def reset_frame(reason: str, last_event_id: str | None, event_id: str | None = None) -> bytes:
+    """A ``reset`` event: the client cannot go on from ``last_event_id``, and why."""
+    data = orjson.dumps({"reason": reason, "last_event_id": last_event_id}).decode()
+    return encode_event(data, RESET_EVENT, event_id)
+
+
+class Resend:
+    """Replays from the store what a subscriber missed after its ``Last-Event-ID``, then lets it go live.
+
+    ``enabled`` is false without a store (or with resend turned off): every
+    resuming subscriber then gets a ``reset`` (``no_history``) and live
+    events only.  ``replay_page`` bounds one read from the store and so one
+    write.
+    """
+
+    def __init__(
+        self,
+        store: Store | None,
+        history: History,
+        registry: SubscriberRegistry,
+        fanout: Fanout,
+        ring: FanoutRing,
+        stats: HubStats,
+        clock: Clock,
+        *,
+        enabled: bool,
+        replay_page: int,
+    ) -> None:
+        self.enabled = enabled
+        self.replay_page = replay_page
+        self._store = store
+        self._history = history
+        self._registry = registry
+        self._fanout = fanout
+        self._ring = ring
+        self._stats = stats
+        self._clock = clock
+
+    async def replay(self, sub: Subscriber, last_event_id: str) -> AsyncIterator[bytes]:
+        """Stream what ``sub`` missed after ``last_event_id``, page by page, then go live.
+
+        The subscriber was registered with ``resume=True`` before the first
+        page is read, so every event is either in the store when a page is
+        read or fanned out to the ring after registration; live frames whose
+        sequence number was already replayed are skipped by the ring's
+        ``after_seq`` filter.  That is what leaves no gap and no duplicate at
+        the seam.  When the id cannot be resumed from (malformed, another
+        epoch, older than retention, or no store), a ``reset`` event comes
+        first, then everything retained.
+        """
+        history = self._history
+        epoch = history.epoch  # a history lost meanwhile ends this replay: see begin_new_history
+        try:
+            after, reason = await self._resume_point(last_event_id)
+            if history.epoch != epoch:
+                return
+            if reason is not None:
+                self._stats.resets += 1
+                yield reset_frame(reason, last_event_id)
+            store = self._store
+            while store is not None and self.enabled and not sub.closed:
+                page = await store.list_after(
+                    sub.uid, after, event_type=sub.event_type, limit=self.replay_page
+                )
+                if sub.closed or history.epoch != epoch:
+                    return
+                if page:
+                    after = page[-1].seq
+                    sub.after_seq = after
+                    self._stats.replayed += len(page)
+                    sub.busy_since = self._clock()
+                    yield b"".join([encode_event(e.data, e.event, e.id) for e in page])
+                    sub.busy_since = sub.last_write = self._clock()
+                    if len(page) == self.replay_page:
+                        continue
+                if sub.lagged:
+                    # Live frames were evicted while we replayed: they are all
+                    # in the store, so read on from there and rejoin at the head.
+                    sub.lagged = False
+                    sub.cursor = self._ring.head
+                    continue
+                break
+            sub.after_seq = after
+        finally:
+            sub.replaying = False
+
+    async def _resume_point(self, last_event_id: str) -> tuple[int, str | None]:
+        """The sequence number to replay after, and why a reset is due (or None)."""
+        history = self._history
+        store = self._store
+        if not self.enabled or store is None:
+            return history.seq, "no_history"
+        try:
+            parsed = EventId.parse(last_event_id)
+        except InvalidEventIdError:
+            return 0, "malformed_id"
+        if parsed.epoch != history.epoch:
+            return 0, "unknown_epoch"
+        if parsed.seq > history.seq:
+            # Another process writing the same store may have got further than
+            # the events this hub has seen: ask before calling the id unknown.
+            history.saw(await store.last_seq())
+            if parsed.seq > history.seq:
+                return 0, "unknown_id"
+        if parsed.seq + 1 < await store.first_seq():
+            return parsed.seq, "expired"
+        return parsed.seq, None
+
+    def begin_new_history(self, epoch: str, seq: int) -> None:
+        """Number from the new history and tell every connected subscriber to reset.
+
+        The reset carries the new history's id, so a client that reconnects
+        before the next event resumes in the new history, not the lost one.
+        Frames already pending leave first: they were accepted before the loss.
+        """
+        history = self._history
+        lost = history.last_id
+        logger.warning("history %s lost (last id %s): continuing as %s", history.epoch, lost, epoch)
+        history.epoch = epoch
+        history.seq = seq
+        self._stats.histories_lost += 1
+        # "<epoch>-0" in a fresh history: a client resumes from its start.
+        frame = reset_frame(HISTORY_LOST, lost, format_id(epoch, seq))
+        flush_one = self._fanout.flush_one
+        for sub in tuple(self._registry.subs):
+            sub.after_seq = 0  # seqs start again: nothing of the new history is "already replayed"
+            if not sub.replaying:  # a replay in progress stops at its next page
+                flush_one(sub)
+            self._stats.resets += 1
+            sub.sink.write(frame)

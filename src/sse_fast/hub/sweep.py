@@ -1,0 +1,68 @@
+"""The heartbeat sweep: one timer for every connection, not a task per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .._core import HEARTBEAT
+from .failures import DeliveryFailures
+from .fanout import Fanout
+from .registry import SubscriberRegistry
+from .stats import HubStats
+
+logger = logging.getLogger("sse_fast.hub")
+
+
+class HeartbeatSweep:
+    """Heartbeats the subscribers that have been quiet for ``heartbeat`` seconds, drops the stalled ones.
+
+    A heartbeat is a write like any other (the subscriber is busy until its
+    sink is ready again), which is also how a transport finds a client gone
+    that never said so.  A write that has not completed within
+    ``stall_timeout`` seconds makes its subscriber a slow consumer.
+    """
+
+    def __init__(
+        self,
+        registry: SubscriberRegistry,
+        fanout: Fanout,
+        failures: DeliveryFailures,
+        stats: HubStats,
+        *,
+        heartbeat: float,
+        stall_timeout: float,
+    ) -> None:
+        self.heartbeat = heartbeat
+        self.stall_timeout = stall_timeout
+        self._registry = registry
+        self._fanout = fanout
+        self._failures = failures
+        self._stats = stats
+
+    async def run_forever(self) -> None:
+        """Sweep every quarter heartbeat, 20 ms to 1 s apart: no heartbeat is later than that."""
+        interval = max(min(self.heartbeat / 4, 1.0), 0.02)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("heartbeat sweep failed")
+
+    def sweep(self) -> None:
+        """One pass over all subscribers: heartbeat the quiet ones, drop the stalled ones."""
+        now = self._fanout.tick()
+        quiet_before = now - self.heartbeat
+        stalled_before = now - self.stall_timeout
+        for sub in tuple(self._registry.subs):
+            if sub.busy:
+                if sub.busy_since < stalled_before:
+                    self._failures.drop_slow(sub)
+            elif sub.last_write <= quiet_before:
+                sub.busy = True
+                sub.busy_since = now
+                sub.last_write = now
+                sub.inflight_from = sub.cursor
+                self._stats.heartbeats += 1
+                sub.sink.write(HEARTBEAT)
