@@ -7,6 +7,8 @@ extension, and so that the compiled code raises ordinary Python classes.
 
 from __future__ import annotations
 
+from .protocol import RETRYABLE_STATUSES
+
 
 class SSEFastError(Exception):
     """Base class of every error sse_fast raises on purpose."""
@@ -99,7 +101,7 @@ class HTTPStatusError(ClientStoppedError):
 
     @property
     def retryable(self) -> bool:
-        return self.status in (429, 502, 503, 504)
+        return self.status in RETRYABLE_STATUSES
 
 
 class ContentTypeError(ClientStoppedError):

@@ -36,6 +36,8 @@ from .errors import (
     HTTPStatusError,
     RetriesExhaustedError,
 )
+from .protocol import RETRYABLE_STATUSES
+from .protocol import SHUTDOWN_EVENT as SHUTDOWN_EVENT_TYPE
 
 __all__ = [
     "RETRYABLE_STATUSES",
@@ -47,12 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("sse_fast.client")
-
-#: Statuses that mean "busy or briefly unavailable, come back later".
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
-
-#: Event type our server sends right before a graceful close (``Hub.close``).
-SHUTDOWN_EVENT_TYPE = "shutdown"
 
 # 2 ** 30 times any sane base delay is far past any cap; stops float overflow.
 _MAX_EXPONENT = 30

@@ -6,9 +6,9 @@ one of its concerns.
 
 from ..errors import HubClosedError, HubFullError
 from ..ids import EventId
+from ..protocol import HISTORY_LOST, RESET_EVENT, SHUTDOWN_EVENT
 from .failures import OFFLINE, SLOW_CONSUMER, WRITE_ERROR, PushFailedCallback
-from .hub import SHUTDOWN_EVENT, Hub
-from .resend import HISTORY_LOST, RESET_EVENT
+from .hub import Hub
 from .stats import HubStats
 from .subscriber import Subscriber, SubscriberSink
 

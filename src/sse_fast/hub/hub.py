@@ -29,6 +29,7 @@ from .._core import HEARTBEAT, FanoutRing, encode_event
 from ..errors import EmptyPushError, HubClosedError, HubFullError
 from ..event import Event, encode_body, validate_uids
 from ..ids import new_epoch
+from ..protocol import SHUTDOWN_EVENT
 from ..stores.base import Clock, NewEvent, Store
 from .failures import DeliveryFailures, PushFailedCallback
 from .fanout import Fanout
@@ -39,9 +40,6 @@ from .stats import HubStats, snapshot
 from .store_health import StoreHealth
 from .subscriber import Subscriber, SubscriberSink
 from .sweep import HeartbeatSweep
-
-SHUTDOWN_EVENT = "shutdown"
-"""Event type of the last frame a subscriber gets when the server goes away."""
 
 
 class Hub:

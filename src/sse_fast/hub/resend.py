@@ -10,6 +10,7 @@ import orjson
 from .._core import FanoutRing, encode_event
 from ..errors import InvalidEventIdError
 from ..ids import EventId, format_id
+from ..protocol import HISTORY_LOST, RESET_EVENT
 from ..stores.base import Clock, Store
 from .fanout import Fanout
 from .history import History
@@ -19,13 +20,6 @@ from .subscriber import Subscriber
 
 logger = logging.getLogger("sse_fast.hub")
 
-RESET_EVENT = "reset"
-"""Event type sent before a replay that cannot start right after the client's
-``Last-Event-ID``; its data is ``{"reason": ..., "last_event_id": ...}``.
-Connected subscribers get one too (reason ``history_lost``) when the store
-loses its history under the hub."""
-
-HISTORY_LOST = "history_lost"
 
 
 def reset_frame(reason: str, last_event_id: str | None, event_id: str | None = None) -> bytes:
