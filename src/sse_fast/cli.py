@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
+from importlib.metadata import version
 from typing import Any
 
-from . import __version__
 from .client_cli import add_listen_parser, add_push_parser
 from .config import ServeConfig
 from .engines import run
@@ -52,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sse-fast", description="Server-Sent Events notification edge.")
-    parser.add_argument("--version", action="version", version=f"sse-fast {__version__}")
+    parser.add_argument("--version", action="version", version=f"sse-fast {version('sse-fast')}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(subparsers)
     add_listen_parser(subparsers)
