@@ -31,7 +31,7 @@ from sse_fast.dashboard import PUBLISHER_TASK_NAME, STATS_EVENT, Dashboard, inst
 SNAPSHOT_FIELDS = {
     "connections", "users", "events", "deliveries", "failed", "failed_by_reason", "dropped",
     "slow_consumers", "heartbeats", "replayed", "resets", "ring", "last_id",
-    "store_unavailable", "histories_lost", "store",
+    "store_unavailable", "histories_lost", "store", "overloaded",
 }
 DASHBOARD_FIELDS = {"rates", "cpu_percent", "rss_bytes", "uptime", "interval", "time", "viewers"}
 RATE_FIELDS = {"events", "deliveries", "failed", "dropped"}

@@ -61,7 +61,7 @@ class WipeableStore:
         # Resolved from the loop, as the real stores' writers do: in order, but
         # other tasks (a store check that finds a wipe) may run before the caller resumes.
         done: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_soon(done.set_result, stored)
+        asyncio.get_running_loop().call_soon(lambda: done.cancelled() or done.set_result(stored))
         return await done
 
     async def list_after(self, uid: str, after_seq: int, **kw: Any) -> list[StoredEvent]:

@@ -39,6 +39,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[Request, Scope, Receive, Send], Awaitable[None]]
 
+
 class StreamSink:
     """The hub's handle on one streaming response.
 

@@ -304,4 +304,5 @@ def install_dashboard(app: SSEApp, *, interval: float = 1.0) -> Dashboard:
     """Serve the dashboard page and stats stream from ``app``."""
     return Dashboard(app, interval=interval).install()
 
+
 __all__ = ["STATS_EVENT", "Dashboard", "ProcessSampler", "StatsSampler", "install_dashboard", "render_page"]

@@ -18,7 +18,7 @@ import orjson
 
 from .auth import UidResolver, check_push_token, query_uid
 from .config import DEFAULT_MAX_BODY
-from .errors import HTTPError, InvalidEventError, SSEFastError
+from .errors import HTTPError, HubOverloadedError, InvalidEventError, SSEFastError
 from .event import Event
 from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
@@ -147,6 +147,10 @@ class Endpoints:
             ids = await self.hub.push(events, uids)
         except HubClosedError:
             raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+        except HubOverloadedError:
+            raise HTTPError(
+                503, "push: the fan-out is behind, nothing was accepted; try again", RETRY_SOON
+            ) from None
         except StoreUnavailableError:  # the details (hosts, ports) go to the log and /stats only
             raise HTTPError(503, "store: unavailable, nothing was accepted; try again", RETRY_SOON) from None
         except SSEFastError as exc:

@@ -138,3 +138,11 @@ class HubFullError(SSEFastError):
 
 class HubClosedError(SSEFastError):
     """The hub is shutting down and accepts no subscribers or pushes."""
+
+
+class HubOverloadedError(SSEFastError):
+    """Broadcasts arrive faster than the fan-out delivers them; nothing was accepted, try again shortly.
+
+    Refusing here keeps the backlog within the ring: otherwise it would overrun
+    every subscriber that is only waiting for its turn, and all of them would
+    be dropped as slow consumers at once."""

@@ -28,6 +28,12 @@ _SERIES = (
         "Times the store's history was wiped under the hub.",
         "histories_lost",
     ),
+    (
+        "sse_fast_overloaded_total",
+        "counter",
+        "Broadcasts refused: the fan-out was too far behind.",
+        "overloaded",
+    ),
 )
 
 

@@ -26,13 +26,13 @@ from typing import Any
 import orjson
 
 from .._core import HEARTBEAT, FanoutRing, encode_event
-from ..errors import EmptyPushError, HubClosedError, HubFullError
+from ..errors import EmptyPushError, HubClosedError, HubFullError, HubOverloadedError
 from ..event import Event, encode_body, validate_uids
 from ..ids import new_epoch
 from ..protocol import SHUTDOWN_EVENT
 from ..stores.base import Clock, NewEvent, Store
 from .failures import DeliveryFailures, PushFailedCallback
-from .fanout import Fanout
+from .fanout import SLICE_SECONDS, Fanout
 from .history import History
 from .registry import SubscriberRegistry
 from .resend import Resend
@@ -81,6 +81,7 @@ class Hub:
         replay_page: int = 100,
         store_check_interval: float = 1.0,
         clock: Clock | None = None,
+        slice_seconds: float = SLICE_SECONDS,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError("heartbeat: must be a positive number of seconds")
@@ -95,7 +96,7 @@ class Hub:
         self._ring = ring = FanoutRing(ring_frames, ring_bytes)
         self._registry = registry = SubscriberRegistry()
         self._failures = failures = DeliveryFailures(ring, registry, stats, on_push_failed)
-        self._fanout = fanout = Fanout(ring, registry, failures, stats, clock)
+        self._fanout = fanout = Fanout(ring, registry, failures, stats, clock, slice_seconds)
         self.ready = fanout.ready
         self._sweep = HeartbeatSweep(
             registry,
@@ -273,6 +274,7 @@ class Hub:
         sub = Subscriber(uid, sink, event_type or None, self._ring.head, busy_since=now, last_write=now)
         sub.replaying = resume
         self._registry.add(sub)
+        self._fanout.joined(sub)
         sink.write(HEARTBEAT)
         return sub
 
@@ -299,7 +301,12 @@ class Hub:
 
         All events are validated before anything is stored or sent: an invalid
         one raises :class:`~sse_fast.errors.InvalidEventError` naming the field
-        and nothing is delivered.  Returns the ids, in order.
+        and nothing is delivered.  Returns the ids, in order, once the events
+        are accepted (stored, and in the fan-out), *before* they are delivered:
+        the fan-out runs in slices between other work, so ``on_push_failed``
+        may fire later, and :meth:`drain` waits for the delivery.  A broadcast
+        while the fan-out is more than half the ring behind raises
+        :class:`~sse_fast.errors.HubOverloadedError` (nothing accepted).
         """
         if self._closing:
             raise HubClosedError("the hub is shutting down")
@@ -307,6 +314,9 @@ class Hub:
         if not batch:
             raise EmptyPushError()
         targets = validate_uids(uids)
+        if targets is None and self._fanout.overloaded():
+            self.stats.overloaded += 1
+            raise HubOverloadedError("push: broadcasts arrive faster than they are delivered")
         prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
         if self._store is not None:
             stored = await self._store_health.save(
@@ -326,6 +336,10 @@ class Hub:
         seqs, ids = self._history.number(len(batch))
         self._fanout.fan_out(batch, prepared, seqs, ids, targets)
         return ids
+
+    async def drain(self) -> None:
+        """Return once everything accepted so far has been handed to the subscribers' sinks."""
+        await self._fanout.drain()
 
     # ------------------------------------------------------- timed passes
 

@@ -21,7 +21,6 @@ from .subscriber import Subscriber
 logger = logging.getLogger("sse_fast.hub")
 
 
-
 def reset_frame(reason: str, last_event_id: str | None, event_id: str | None = None) -> bytes:
     """A ``reset`` event: the client cannot go on from ``last_event_id``, and why."""
     data = orjson.dumps({"reason": reason, "last_event_id": last_event_id}).decode()

@@ -23,6 +23,8 @@ class HubStats:
     resets: int = 0
     store_unavailable: int = 0
     """Pushes refused because the store could not be reached."""
+    overloaded: int = 0
+    """Broadcasts refused because the fan-out was too far behind (HubOverloadedError)."""
     histories_lost: int = 0
     """Times the store's history was wiped under the hub (a new epoch began)."""
     failed_by_reason: dict[str, int] = field(
@@ -55,6 +57,7 @@ def snapshot(
         "resets": s.resets,
         "store_unavailable": s.store_unavailable,
         "histories_lost": s.histories_lost,
+        "overloaded": s.overloaded,
         "store": {"available": store_error is None, "error": store_error},
         "ring": {
             "frames": len(ring),

@@ -1,0 +1,273 @@
+"""The fan-out in slices, in-process: publishers never wait for a pass, and nothing is lost to it.
+
+A tiny slice budget makes every pass over more than a few subscribers span
+several loop turns, so pushes, joins and leaves land mid-pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sse_fast import Event, Hub
+from sse_fast.errors import HubOverloadedError
+from sse_fast.hub import RESET_EVENT, SLOW_CONSUMER
+from sse_fast.stores import MemoryStore
+from test_hub import Connection, run, settle
+from test_hub_history_lost import WipeableStore
+
+TINY = 1e-9
+"""A slice budget that is spent at the first look at the clock: 16 visits per slice."""
+
+
+async def one_turn() -> None:
+    await asyncio.sleep(0)
+
+
+def test_a_long_pass_yields_to_the_loop_between_slices() -> None:
+    async def main() -> None:
+        hub = Hub(slice_seconds=TINY)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(100)]
+        await hub.push(Event("e", 1))
+        await one_turn()  # one slice ran: 16 subscribers
+        reached = sum(1 for c in conns if c.events)
+        assert 0 < reached < 100
+        await hub.drain()
+        assert all([e.data for e in c.events] == ["1"] for c in conns)
+        await hub.close()
+
+    run(main)
+
+
+def test_a_broadcast_mid_pass_coalesces_for_those_not_yet_visited() -> None:
+    async def main() -> None:
+        hub = Hub(slice_seconds=TINY)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(100)]
+        writes_before = [len(c.writes) for c in conns]
+        await hub.push(Event("e", 1))
+        await one_turn()
+        await hub.push(Event("e", 2))  # mid-pass
+        await hub.drain()
+        for conn, before in zip(conns, writes_before, strict=True):
+            assert [e.data for e in conn.events] == ["1", "2"]
+        coalesced = [c for c, before in zip(conns, writes_before, strict=True) if len(c.writes) == before + 1]
+        separate = [c for c, before in zip(conns, writes_before, strict=True) if len(c.writes) == before + 2]
+        assert coalesced and separate and len(coalesced) + len(separate) == 100
+        await hub.close()
+
+    run(main)
+
+
+def test_a_subscriber_joining_mid_pass_is_visited_in_it() -> None:
+    async def main() -> None:
+        hub = Hub(slice_seconds=TINY)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(100)]
+        await hub.push(Event("e", 1))
+        await one_turn()
+        late = await Connection(hub, "late").open()  # joins while the pass is under way
+        await hub.push(Event("e", 2))
+        await one_turn()
+        await hub.push(Event("e", 3))
+        await hub.drain()
+        assert [e.data for e in late.events] == ["2", "3"]
+        assert all([e.data for e in c.events] == ["1", "2", "3"] for c in conns)
+        await hub.close()
+
+    run(main)
+
+
+def test_the_next_pass_goes_on_where_the_last_one_stopped() -> None:
+    """Round-robin: after a broadcast mid-pass, the next pass starts from the hand, not from the top."""
+
+    async def main() -> None:
+        hub = Hub(slice_seconds=TINY)
+        await hub.start()
+        order: list[int] = []
+        conns = []
+        for n in range(64):
+            conn = await Connection(hub, f"u{n}").open()
+            conns.append(conn)
+        for n, conn in enumerate(conns):
+            original = conn.write
+
+            def write(data: bytes, n: int = n, original: Any = original) -> None:
+                if b"event:" in data:
+                    order.append(n)
+                original(data)
+
+            conn.write = write  # type: ignore[method-assign]
+        await hub.push(Event("e", 1))
+        await one_turn()
+        await one_turn()  # 32 visited
+        await hub.push(Event("e", 2))  # owes one more full round from subscriber 32
+        await hub.drain()
+        order.clear()
+        await hub.push(Event("e", 3))
+        await hub.drain()
+        assert order[0] == 32, order[:5]  # the hand stopped at 32 and goes on from there
+        assert sorted(order) == list(range(64))
+        await hub.close()
+
+    run(main)
+
+
+def test_broadcasts_that_outrun_the_fan_out_are_refused_not_lost() -> None:
+    async def main() -> None:
+        failures: list[tuple[str, str]] = []
+        hub = Hub(
+            store=MemoryStore(),
+            slice_seconds=TINY,
+            ring_frames=8,
+            on_push_failed=lambda uid, event, reason: failures.append((uid, reason)),
+        )
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(200)]
+        accepted: list[str] = []
+        refused = 0
+        for n in range(20):  # no turn of the loop in between: the pass cannot keep up
+            try:
+                accepted += await hub.push(Event("e", n))
+            except HubOverloadedError:
+                refused += 1
+        assert refused > 0 and len(accepted) <= 8 // 2 + 1
+        assert hub.stats.overloaded == refused
+        await hub.drain()
+        for conn in conns:
+            assert [e.id for e in conn.events] == accepted  # every accepted one, in order
+        assert not [f for f in failures if f[1] == SLOW_CONSUMER] and hub.stats.slow_consumers == 0
+        assert await hub.push(Event("e", "after")) != []  # caught up: accepted again
+        await hub.close()
+
+    run(main)
+
+
+def test_a_steady_stream_of_broadcasts_never_overruns_a_waiting_subscriber() -> None:
+    """One broadcast per loop turn against a pass that takes many turns: the refusals keep the
+    backlog within the ring across rounds, so nobody is dropped for only waiting its turn."""
+
+    async def main() -> None:
+        hub = Hub(slice_seconds=TINY, ring_frames=8)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(200)]
+        accepted: list[str] = []
+        for n in range(300):
+            try:
+                accepted += await hub.push(Event("e", n))
+            except HubOverloadedError:
+                pass
+            await one_turn()
+        await hub.drain()
+        assert hub.stats.slow_consumers == 0
+        assert hub.stats.overloaded > 0 and len(accepted) > 20
+        for conn in conns:
+            assert [e.id for e in conn.events] == accepted
+        await hub.close()
+
+    run(main)
+
+
+def test_drain_waits_for_unicasts_too() -> None:
+    async def main() -> None:
+        hub = Hub(slice_seconds=TINY)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(50)]
+        for n in range(50):
+            await hub.push(Event("e", n), uids=[f"u{n}"])
+        await hub.drain()
+        assert all([e.data for e in c.events] == [str(n)] for n, c in enumerate(conns))
+        await hub.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("slice_seconds", [TINY, 0.002])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 100))
+def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, steps: int) -> None:
+    """Pushes, joins, leaves and resumes mid-pass, with a store that suspends at random points:
+    each user still gets exactly its events, once, in order."""
+
+    async def main() -> None:
+        rng = random.Random(seed)
+        store = WipeableStore(rng)  # never wiped here: it only suspends
+        hub = Hub(store=store, ring_frames=32, replay_page=5, slice_seconds=slice_seconds)
+        await hub.start()
+        bystanders = [await Connection(hub, f"by{n}").open() for n in range(40)]  # long passes
+        users = ["a", "b", "c"]
+        expected: dict[str, list[str]] = {u: [] for u in users}
+        received: dict[str, list[Any]] = {u: [] for u in users}
+        live: dict[str, Connection | None] = {u: None for u in users}
+        last_id: dict[str, str | None] = {u: None for u in users}
+        tasks: list[asyncio.Future[Any]] = []
+
+        def harvest(uid: str) -> None:
+            conn = live[uid]
+            if conn is not None:
+                received[uid] += [e for e in conn.events if e.event != RESET_EVENT]
+                if conn.events:
+                    last_id[uid] = conn.parser.last_event_id
+                conn.events = []
+
+        pushes: list[tuple[asyncio.Future[list[str]], str, list[str]]] = []
+        for n in range(steps):
+            action = rng.random()
+            uid = rng.choice(users)
+            if action < 0.55:
+                targets = None if rng.random() < 0.5 else rng.sample(users, rng.randint(1, 2))
+                task = asyncio.ensure_future(hub.push(Event("e", n), targets))
+                pushes.append((task, str(n), targets or users))
+                tasks.append(task)
+            elif action < 0.75 and live[uid] is not None and live[uid].sub is not None:  # type: ignore[union-attr]
+                harvest(uid)
+                conn = live[uid]
+                assert conn is not None
+                conn.drop()
+                live[uid] = None
+            elif live[uid] is None:
+                conn = Connection(hub, uid)
+                live[uid] = conn
+                tasks.append(asyncio.ensure_future(conn.open(last_event_id=last_id[uid] or "")))
+            for _ in range(rng.randint(0, 2)):
+                await one_turn()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Concurrent pushes are numbered in the order the store took them, and
+        # delivered in that order: expect them by id, not by when they were made.
+        by_seq: list[tuple[int, str, list[str]]] = []
+        for task, data, targets in pushes:
+            if task.exception() is None:
+                by_seq.append((int(task.result()[0].rpartition("-")[2]), data, targets))
+            else:  # refused as overloaded: nothing of it may arrive
+                assert isinstance(task.exception(), HubOverloadedError)
+        for _, data, targets in sorted(by_seq):
+            for u in targets:
+                expected[u].append(data)
+        await hub.drain()
+        for uid in users:  # everyone reconnects at the end and catches up from the store
+            if live[uid] is not None:
+                harvest(uid)
+                conn = live[uid]
+                assert conn is not None
+                conn.drop()
+            conn = Connection(hub, uid)
+            live[uid] = conn
+            await conn.open(last_event_id=last_id[uid] or "")
+            await hub.drain()
+            await settle()
+            harvest(uid)
+        for uid in users:
+            got = [e.data for e in received[uid]]
+            ids = [e.id for e in received[uid]]
+            assert len(set(ids)) == len(ids), f"{uid}: duplicates {ids}"
+            assert got == expected[uid], f"{uid}: got {got}, expected {expected[uid]}"
+        assert all(not c.closed for c in bystanders)
+        await hub.close()
+
+    run(main)
