@@ -7,6 +7,7 @@ several loop turns, so pushes, joins and leaves land mid-pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any
 
@@ -55,7 +56,7 @@ def test_a_broadcast_mid_pass_coalesces_for_those_not_yet_visited() -> None:
         await one_turn()
         await hub.push(Event("e", 2))  # mid-pass
         await hub.drain()
-        for conn, before in zip(conns, writes_before, strict=True):
+        for conn in conns:
             assert [e.data for e in conn.events] == ["1", "2"]
         coalesced = [c for c, before in zip(conns, writes_before, strict=True) if len(c.writes) == before + 1]
         separate = [c for c, before in zip(conns, writes_before, strict=True) if len(c.writes) == before + 2]
@@ -159,10 +160,8 @@ def test_a_steady_stream_of_broadcasts_never_overruns_a_waiting_subscriber() -> 
         conns = [await Connection(hub, f"u{n}").open() for n in range(200)]
         accepted: list[str] = []
         for n in range(300):
-            try:
+            with contextlib.suppress(HubOverloadedError):
                 accepted += await hub.push(Event("e", n))
-            except HubOverloadedError:
-                pass
             await one_turn()
         await hub.drain()
         assert hub.stats.slow_consumers == 0
