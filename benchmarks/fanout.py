@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "loadtest"))
 from loadgen import Config, run_load  # noqa: E402
 
 SERVERS = ("sse_fast", "native", "bare_granian", "sse_starlette", "raw_uvloop", "epoll_floor")
-SCENARIOS = ("b5", "b20", "sat", "sat_small", "idle", "unicast")
+SCENARIOS = ("b5", "b20", "sat", "sat_small", "idle", "unicast", "seqpub", "seqpub_max")
 DEFAULT_SSE_FAST_CMD = (
     f"{Path(sys.executable).parent / 'sse-fast'} serve --host 127.0.0.1 --port {{port}} "
     "--heartbeat {heartbeat} --max-connections {max_connections} --store memory://"
@@ -243,6 +243,7 @@ class Step:
     mode: str = "broadcast"
     duration: float = 10.0
     drain: float = 3.0
+    sequential: bool = False  # one publisher connection, each push after the last answer
 
     @property
     def offered(self) -> float:
@@ -279,6 +280,9 @@ def plans(args: argparse.Namespace) -> list[Plan]:
             ],
         ),
         "unicast": Plan("unicast", [Step("unicast", n, args.unicast_rate, mode="unicast", duration=d)]),
+        # A backend posting in a loop: paced at 20/s, and as fast as the answers come.
+        "seqpub": Plan("seqpub", [Step("seqpub", n, 20.0, duration=d, sequential=True)]),
+        "seqpub_max": Plan("seqpub_max", [Step("seqpub_max", n, 0.0, duration=d, sequential=True)]),
     }
     chosen = SCENARIOS if "all" in args.scenario else args.scenario
     return [out[s] for s in chosen]
@@ -330,8 +334,9 @@ async def run_step(name: str, step: Step, args: argparse.Namespace) -> dict[str,
             warmup=1.0,
             drain=step.drain,
             connect_timeout=args.connect_timeout,
-            push_conns=args.push_conns or (8 if step.mode == "unicast" else 4),
-            push_conns_max=max(args.push_conns or 0, 64),
+            push_conns=1 if step.sequential else args.push_conns or (8 if step.mode == "unicast" else 4),
+            push_conns_max=1 if step.sequential else max(args.push_conns or 0, 64),
+            sequential=step.sequential,
         )
         report = await run_load(cfg, hook)
         samples["rss_end"] = server.rss()
@@ -360,6 +365,8 @@ def summarize(
         "rate": step.rate,
         "offered_events_per_s": step.offered,
         "achieved_push_rate": pub.get("achieved_rate"),
+        "push_rtt_ms": pub.get("push_rtt_ms", {}),
+        "sequential": step.sequential,
         "pushes_acked": pub.get("acked"),
         "events": events,
         "expected_events": report.get("expected_events"),
@@ -383,7 +390,7 @@ def summarize(
         "error_samples": report.get("error_samples", []) + pub.get("error_samples", []),
         "server_alive": alive,
     }
-    if step.rate == 0:
+    if step.rate == 0 and not step.sequential:
         idle_cpu = s["cpu_stop"] - s["cpu_start"]
         idle_s = s["t_stop"] - s["t_start"]
         out["idle_cpu_pct"] = round(100 * idle_cpu / idle_s, 2) if idle_s > 0 else None
@@ -419,6 +426,11 @@ def median_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [r["latency_ms"][k] for r in runs if r["latency_ms"].get(k) is not None]
         lat[k] = statistics.median(vals) if vals else None
     out["latency_ms"] = lat
+    rtt = {}
+    for k in runs[0].get("push_rtt_ms") or {}:
+        vals = [r["push_rtt_ms"][k] for r in runs if (r.get("push_rtt_ms") or {}).get(k) is not None]
+        rtt[k] = statistics.median(vals) if vals else None
+    out["push_rtt_ms"] = rtt
     out["runs"] = len(runs)
     out["errors"] = sum(r["errors"] for r in runs)
     out["disconnects"] = sum(r["disconnects"] for r in runs)
@@ -451,8 +463,8 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         by_key.setdefault((r["scenario"], r["subscribers"], r["rate"]), []).append(r)
     head = (
-        "| server | delivered/s | of offered | CPU us/event | CPU% | p50 ms | p90 ms | p99 ms | max ms "
-        "| RSS/conn KiB | us/event vs sse_fast | p99 vs sse_fast | notes |"
+        "| server | delivered/s | of offered | pushes/s | push p50 ms | push p99 ms | CPU us/event | CPU% "
+        "| p50 ms | p90 ms | p99 ms | max ms | RSS/conn KiB | us/event vs sse_fast | p99 vs sse_fast | notes |"
     )
     for (scen, subs, rate), rows in by_key.items():
         mode = rows[0]["mode"]
@@ -461,12 +473,14 @@ def table(results: list[dict[str, Any]]) -> str:
             if mode == "unicast"
             else (f"{rate:g} broadcasts/s" if rate else "idle")
         )
+        if rows[0].get("sequential"):
+            what = "one sequential publisher, " + (f"paced at {rate:g}/s" if rate else "unpaced")
         lines.append(
             f"\n**{scen}: {subs:,} subscribers, {what}** (offered {rows[0]['offered_events_per_s']:,.0f} "
             "events/s)\n"
         )
         lines.append(head)
-        lines.append("|" + "---|" * 13)
+        lines.append("|" + "---|" * 16)
         ref = next((r for r in rows if r["server"] == "sse_fast"), None)
         for r in rows:
             lat = r["latency_ms"]
@@ -484,11 +498,15 @@ def table(results: list[dict[str, Any]]) -> str:
             if r.get("runs", 1) > 1:
                 notes.append(f"median of {r['runs']}")
             dr = min(r["delivered_ratio"] or 0, offered_ratio(r)) if r["rate"] else None
+            if r.get("sequential"):
+                dr = r["delivered_ratio"]
+            rtt = r.get("push_rtt_ms") or {}
             pushes = r.get("achieved_push_rate")
             if r["rate"] and pushes is not None and pushes < 0.95 * r["rate"]:
                 notes.append(f"pushes accepted {pushes:g}/s of {r['rate']:g}/s")
             lines.append(
                 f"| {r['server']} | {fmt(r['delivered_per_s'], 0)} | {fmt(dr * 100 if dr else None, 1)}% "
+                f"| {fmt(pushes, 1)} | {fmt(rtt.get('p50'), 2)} | {fmt(rtt.get('p99'), 2)} "
                 f"| {fmt(r['cpu_us_per_event'], 2)} | {fmt(r['server_cpu_pct'])} | {fmt(lat.get('p50'), 2)} "
                 f"| {fmt(lat.get('p90'), 2)} | {fmt(lat.get('p99'), 2)} | {fmt(lat.get('max'), 1)} "
                 f"| {fmt(r['rss_per_conn_kib'], 1)} "

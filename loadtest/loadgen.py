@@ -119,6 +119,7 @@ class Config:
     push_conns_max: int = 64  # more are opened while all are busy, so the offered rate holds
     latency_every: int = 1
     push_headers: list[str] = field(default_factory=list)
+    sequential: bool = False  # one connection, the next push right after each answer (paced by rate if > 0)
 
 
 # --------------------------------------------------------------------------- subscribers
@@ -599,6 +600,9 @@ class Publisher:
 
     async def run(self) -> None:
         cfg = self.cfg
+        if cfg.sequential:
+            await self._run_sequential()
+            return
         if cfg.rate <= 0:
             await asyncio.sleep(cfg.duration)
             return
@@ -637,6 +641,31 @@ class Publisher:
                 n += 1
             nxt = self.started + n / cfg.rate
             await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+        self.finished = time.perf_counter()
+
+    async def _run_sequential(self) -> None:
+        """A backend that posts, waits for the 200 and posts again: the publisher users have first.
+
+        One connection; with ``rate`` > 0 the pushes are paced at that rate
+        (never faster than the answers come), otherwise each follows the last answer.
+        """
+        cfg = self.cfg
+        self.started = time.perf_counter()
+        end = self.started + cfg.duration
+        n = 0
+        while time.perf_counter() < end and self.free:
+            proto = self.free.pop()
+            self.free_event.clear()
+            req, expect = self._request(n)
+            proto.send(req, expect)
+            self.sent += 1
+            n += 1
+            try:
+                await asyncio.wait_for(self.free_event.wait(), max(0.01, end + 5.0 - time.perf_counter()))
+            except asyncio.TimeoutError:
+                break
+            if cfg.rate > 0:
+                await asyncio.sleep(max(0.0, self.started + n / cfg.rate - time.perf_counter()))
         self.finished = time.perf_counter()
 
     async def wait_idle(self, timeout: float) -> None:
@@ -825,7 +854,7 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
         await ch.wait_ready(cfg.connect_timeout + 30)
     connect_s = time.perf_counter() - t0
     await call("connected")
-    publisher = Publisher(cfg) if cfg.rate > 0 else None
+    publisher = Publisher(cfg) if cfg.rate > 0 or cfg.sequential else None
     if publisher is not None:
         await publisher.open()
     await asyncio.sleep(cfg.warmup)
@@ -923,6 +952,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     ap.add_argument("--latency-every", type=int, default=1, help="track latency on 1 in N subscribers")
     ap.add_argument("--push-header", action="append", default=[], help="extra header for pushes")
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one push connection, the next push after each answer (paced by --rate when > 0)",
+    )
     a = ap.parse_args(argv)
     if a.duration <= 0 or a.duration > 3600:
         ap.error("--duration: must be in (0, 3600] seconds")
@@ -943,10 +977,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         connect_timeout=a.connect_timeout,
         warmup=a.warmup,
         drain=a.drain,
-        push_conns=a.push_conns,
-        push_conns_max=a.push_conns_max,
+        push_conns=1 if a.sequential else a.push_conns,
+        push_conns_max=1 if a.sequential else a.push_conns_max,
         latency_every=max(1, a.latency_every),
         push_headers=a.push_header,
+        sequential=a.sequential,
     )
 
 

@@ -63,6 +63,10 @@ class ServeConfig:
         ),
     )
     ring_frames: int = field(default=4096, metadata=cli("frames a subscriber may fall behind"))
+    fanout_slice: float = field(
+        default=0.002,
+        metadata=cli("seconds one slice of a fan-out pass may take before the loop serves others"),
+    )
     log_level: str = field(default="info", metadata=cli("log level", choices=LOG_LEVELS))
     dashboard: bool = field(
         default=True,
@@ -114,6 +118,8 @@ class ServeConfig:
             raise ValueError("--heartbeat: must be a positive number of seconds")
         if self.max_connections < 1:
             raise ValueError("--max-connections: must be at least 1")
+        if not self.fanout_slice > 0:
+            raise ValueError("--fanout-slice: must be a positive number of seconds")
         if self.max_body < 1:
             raise ValueError("--max-body: must be at least 1 byte")
         if self.engine not in ENGINES:

@@ -34,6 +34,7 @@ def build_hub(config: ServeConfig) -> Hub:
         heartbeat=config.heartbeat,
         max_connections=config.max_connections,
         ring_frames=config.ring_frames,
+        slice_seconds=config.fanout_slice,
     )
 
 
