@@ -29,9 +29,22 @@ from sse_fast.asgi import SSEApp
 from sse_fast.dashboard import PUBLISHER_TASK_NAME, STATS_EVENT, Dashboard, install_dashboard
 
 SNAPSHOT_FIELDS = {
-    "connections", "users", "events", "deliveries", "failed", "failed_by_reason", "dropped",
-    "slow_consumers", "heartbeats", "replayed", "resets", "ring", "last_id",
-    "store_unavailable", "histories_lost", "store",
+    "connections",
+    "users",
+    "events",
+    "deliveries",
+    "failed",
+    "failed_by_reason",
+    "dropped",
+    "slow_consumers",
+    "heartbeats",
+    "replayed",
+    "resets",
+    "ring",
+    "last_id",
+    "store_unavailable",
+    "histories_lost",
+    "store",
 }
 DASHBOARD_FIELDS = {"rates", "cpu_percent", "rss_bytes", "uptime", "interval", "time", "viewers"}
 RATE_FIELDS = {"events", "deliveries", "failed", "dropped"}
@@ -163,8 +176,9 @@ def test_one_publisher_task_in_process_whatever_the_number_of_viewers():
         assert all(len(i) >= 4 for i in ids)
         common = set.intersection(*(set(i) for i in ids))
         for event_id in common:  # the same bytes for everyone
-            frames_for_id = {re.search(rb"id: " + re.escape(event_id) + rb"\n[^\n]*\n[^\n]*\n", t)[0]
-                             for t in texts}
+            frames_for_id = {
+                re.search(rb"id: " + re.escape(event_id) + rb"\n[^\n]*\n[^\n]*\n", t)[0] for t in texts
+            }
             assert len(frames_for_id) == 1
 
         await hub.close()  # the publisher notices, says goodbye to the viewers and ends
@@ -209,7 +223,9 @@ def test_push_token_guards_the_stats_stream(serve, subscribe):
         answer = httpx.get(stats_url(server, query), headers=headers, timeout=5)
         assert answer.status_code == 401
         assert answer.json() == {
-            "code": 401, "msg": "authorization: a valid push token is required (Bearer)", "data": {}
+            "code": 401,
+            "msg": "authorization: a valid push token is required (Bearer)",
+            "data": {},
         }
         assert answer.headers["www-authenticate"].startswith("Bearer")
     by_query = subscribe(stats_url(server, "token=s3cret"))

@@ -15,10 +15,28 @@ pytestmark = pytest.mark.foreign_server
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 SERVERS = {
-    "granian": [sys.executable, "-m", "granian", "--interface", "asgi", "--working-dir", str(EXAMPLES),
-                "--log-level", "warning", "starlette_app:app"],
-    "uvicorn": [sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "--log-level", "warning",
-                "starlette_app:app"],
+    "granian": [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--working-dir",
+        str(EXAMPLES),
+        "--log-level",
+        "warning",
+        "starlette_app:app",
+    ],
+    "uvicorn": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(EXAMPLES),
+        "--log-level",
+        "warning",
+        "starlette_app:app",
+    ],
 }
 
 

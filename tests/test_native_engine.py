@@ -156,7 +156,9 @@ def test_oversized_headers_are_431(serve):
     [(status, headers, body)] = Responses(sock).read(1)
     assert status == 431
     assert httpx.Response(200, content=body).json() == {
-        "code": 431, "msg": "headers: larger than 32768 bytes", "data": {},
+        "code": 431,
+        "msg": "headers: larger than 32768 bytes",
+        "data": {},
     }
     assert headers[b"connection"] == b"close"
     assert closed_by_server(sock)
@@ -296,7 +298,8 @@ def test_curl_reads_the_stream_to_its_clean_end(serve):
     server = serve("--store", "none")
     curl = subprocess.Popen(
         ["curl", "-N", "-s", "-S", "--max-time", "30", f"{server.url}/events?uid=curl"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_until(lambda: server.stats()["connections"] == 1)
@@ -317,9 +320,10 @@ def test_curl_reads_the_stream_to_its_clean_end(serve):
 
 def test_httpx_reads_the_stream_and_its_clean_end(serve):
     server = serve("--store", "none")
-    with httpx.Client(timeout=httpx.Timeout(10.0, read=30.0)) as client, client.stream(
-        "GET", f"{server.url}/events?uid=h"
-    ) as response:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0, read=30.0)) as client,
+        client.stream("GET", f"{server.url}/events?uid=h") as response,
+    ):
         assert response.headers["transfer-encoding"] == "chunked"
         assert response.headers["content-type"].startswith("text/event-stream")
         chunks = response.iter_raw()

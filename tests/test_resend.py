@@ -68,8 +68,12 @@ def test_last_event_id_query_parameter_as_the_reference_accepts(serve, subscribe
 
 @pytest.mark.parametrize(
     ("last_id", "reason"),
-    [("not-an-id!", "malformed_id"), ("abcdefgh-1", "unknown_epoch"), ("", "malformed_id"),
-     ("x" * 300, "malformed_id")],
+    [
+        ("not-an-id!", "malformed_id"),
+        ("abcdefgh-1", "unknown_epoch"),
+        ("", "malformed_id"),
+        ("x" * 300, "malformed_id"),
+    ],
 )
 def test_unresumable_last_event_id_gets_reset_then_history(serve, subscribe, last_id, reason):
     server = serve()

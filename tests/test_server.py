@@ -300,7 +300,10 @@ def test_wildcard_cors_is_refused_with_jwt(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "sse_fast", "serve", "--jwt-secret", "x" * 32, "--cors-origin", "*"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "--cors-origin" in result.stderr
@@ -312,7 +315,10 @@ def test_http2_on_the_native_engine_is_refused_with_the_reason(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "sse_fast", "serve", "--engine", "native", "--http", "auto"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "--http" in result.stderr and "HTTP/1.1" in result.stderr
@@ -324,7 +330,10 @@ def test_more_than_one_worker_is_refused_with_the_reason(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "sse_fast", "serve", "--workers", "2"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "--workers" in result.stderr and "bus" in result.stderr
