@@ -124,7 +124,7 @@ def test_connected_subscribers_get_every_accepted_event_across_lost_histories(se
         # replayed, which a new history (seqs from 1) must not be filtered by.
         conns = {u: await Connection(hub, u).open(last_event_id=first[1][0]) for u in users}
         expected: dict[str, list[str]] = {u: ["init2", "init3", "init4"] for u in users}
-        pushes: list[tuple[asyncio.Future[list[str]], str, list[str]]] = []
+        pushes: list[tuple[asyncio.Task[list[str]], str, list[str]]] = []
         checks: list[asyncio.Future[None]] = []
 
         for n in range(steps):

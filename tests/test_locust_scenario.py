@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Serve
+
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtest" / "locustfile.py"
 
 
@@ -53,7 +55,7 @@ def run_locust(url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[
 
 
 @pytest.mark.engines("granian")
-def test_browsers_and_publishers_mix_passes_its_thresholds(serve, tmp_path):
+def test_browsers_and_publishers_mix_passes_its_thresholds(serve: Serve, tmp_path: Path) -> None:
     server = serve("--store", "memory://")
     result = run_locust(server.url, tmp_path, "--max-event-p95", "2000", "--max-push-p95", "1000")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,7 +69,7 @@ def test_browsers_and_publishers_mix_passes_its_thresholds(serve, tmp_path):
 
 
 @pytest.mark.engines("granian")
-def test_an_impossible_threshold_fails_the_run(serve, tmp_path):
+def test_an_impossible_threshold_fails_the_run(serve: Serve, tmp_path: Path) -> None:
     server = serve("--store", "memory://")
     result = run_locust(server.url, tmp_path, "--max-push-p95", "0.001")
     assert result.returncode == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import wait_until
+from conftest import Serve, Subscribe, wait_until
 
 pytestmark = pytest.mark.foreign_server
 
@@ -41,7 +41,9 @@ SERVERS = {
 
 
 @pytest.mark.parametrize("server_name", sorted(SERVERS))
-def test_application_routes_push_through_the_mounted_hub(serve, subscribe, server_name):
+def test_application_routes_push_through_the_mounted_hub(
+    serve: Serve, subscribe: Subscribe, server_name: str
+) -> None:
     server = serve(command=SERVERS[server_name])
     alice = subscribe(f"{server.url}/sse/events?uid=alice")
     bob = subscribe(f"{server.url}/sse/events?uid=bob")
@@ -68,7 +70,7 @@ def test_application_routes_push_through_the_mounted_hub(serve, subscribe, serve
 
 
 @pytest.mark.parametrize("server_name", sorted(SERVERS))
-def test_a_gone_client_is_forgotten_at_once(serve, server_name):
+def test_a_gone_client_is_forgotten_at_once(serve: Serve, server_name: str) -> None:
     import socket
 
     server = serve(command=SERVERS[server_name])

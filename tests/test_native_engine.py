@@ -16,7 +16,7 @@ import httptools
 import httpx
 import pytest
 
-from conftest import HOST, ServerProcess, wait_until
+from conftest import HOST, Serve, ServerProcess, Subscribe, wait_until
 from sse_fast.engines.native.wire import LAST_CHUNK, chunk, encode_head
 
 pytestmark = pytest.mark.engines("native")
@@ -81,7 +81,7 @@ def push_request(body: bytes, extra: str = "") -> bytes:
 # ------------------------------------------------------------------ wire
 
 
-def test_chunk_framing_and_heads_are_byte_exact():
+def test_chunk_framing_and_heads_are_byte_exact() -> None:
     assert chunk(b"abc") == b"3\r\nabc\r\n"
     assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
     assert LAST_CHUNK == b"0\r\n\r\n"
@@ -90,7 +90,7 @@ def test_chunk_framing_and_heads_are_byte_exact():
     )
 
 
-def test_stream_is_chunked_on_the_wire(serve):
+def test_stream_is_chunked_on_the_wire(serve: Serve) -> None:
     server = serve("--store", "none")
     sock = connect(server)
     sock.sendall(b"GET /events?uid=1 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -104,7 +104,7 @@ def test_stream_is_chunked_on_the_wire(serve):
     sock.close()
 
 
-def test_http_1_0_client_gets_a_close_delimited_stream(serve):
+def test_http_1_0_client_gets_a_close_delimited_stream(serve: Serve) -> None:
     server = serve("--store", "none")
     sock = connect(server)
     sock.sendall(b"GET /events?uid=1 HTTP/1.0\r\n\r\n")
@@ -120,7 +120,7 @@ def test_http_1_0_client_gets_a_close_delimited_stream(serve):
 # ----------------------------------------------------------------- limits
 
 
-def test_slowloris_client_is_closed_after_the_header_timeout(serve, subscribe):
+def test_slowloris_client_is_closed_after_the_header_timeout(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--header-timeout", "0.5")
     trickling = connect(server)
     trickling.sendall(b"GET /events?uid=slow HTTP/1.1\r\nHost: x\r\n")
@@ -140,7 +140,7 @@ def test_slowloris_client_is_closed_after_the_header_timeout(serve, subscribe):
     assert server.stats()["connections"] == 1
 
 
-def test_idle_keep_alive_connection_is_closed_after_its_timeout(serve):
+def test_idle_keep_alive_connection_is_closed_after_its_timeout(serve: Serve) -> None:
     server = serve("--store", "none", "--keep-alive-timeout", "0.5")
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -149,7 +149,7 @@ def test_idle_keep_alive_connection_is_closed_after_its_timeout(serve):
     assert closed_by_server(sock)
 
 
-def test_oversized_headers_are_431(serve):
+def test_oversized_headers_are_431(serve: Serve) -> None:
     server = serve("--store", "none")
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
@@ -169,7 +169,7 @@ def test_oversized_headers_are_431(serve):
     assert status == 431 and b"headers: more than 100" in body
 
 
-def test_a_header_that_never_ends_is_431_not_buffered(serve):
+def test_a_header_that_never_ends_is_431_not_buffered(serve: Serve) -> None:
     server = serve("--store", "none")
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Endless: ")
@@ -181,7 +181,7 @@ def test_a_header_that_never_ends_is_431_not_buffered(serve):
     assert status == 431
 
 
-def test_malformed_request_is_400_and_closed(serve):
+def test_malformed_request_is_400_and_closed(serve: Serve) -> None:
     server = serve("--store", "none")
     sock = connect(server)
     sock.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
@@ -193,7 +193,7 @@ def test_malformed_request_is_400_and_closed(serve):
 # ------------------------------------------------------- connection reuse
 
 
-def test_keep_alive_serves_several_pushes_on_one_connection(serve, subscribe):
+def test_keep_alive_serves_several_pushes_on_one_connection(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     reader = subscribe(f"{server.url}/events?uid=k")
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -207,7 +207,7 @@ def test_keep_alive_serves_several_pushes_on_one_connection(serve, subscribe):
     sock.close()
 
 
-def test_pipelined_requests_are_answered_in_order(serve, subscribe):
+def test_pipelined_requests_are_answered_in_order(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     reader = subscribe(f"{server.url}/events?uid=p")
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -225,7 +225,7 @@ def test_pipelined_requests_are_answered_in_order(serve, subscribe):
     sock.close()
 
 
-def test_chunked_request_body_is_decoded(serve, subscribe):
+def test_chunked_request_body_is_decoded(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--max-body", "2000")
     reader = subscribe(f"{server.url}/events?uid=c")
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -251,7 +251,7 @@ def test_chunked_request_body_is_decoded(serve, subscribe):
     assert status == 413 and b"body" in body413
 
 
-def test_expect_100_continue_is_honoured(serve):
+def test_expect_100_continue_is_honoured(serve: Serve) -> None:
     server = serve("--store", "none")
     sock = connect(server)
     body = b'{"events":[{"event":"x","data":1}]}'
@@ -266,7 +266,9 @@ def test_expect_100_continue_is_honoured(serve):
 # ------------------------------------------------------------- backpressure
 
 
-def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(serve, subscribe):
+def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(
+    serve: Serve, subscribe: Subscribe
+) -> None:
     """No ring overflow here (4096 frames): only the transport's pause keeps the subscriber busy.
 
     Were the sink to report ready while its transport is paused, the
@@ -286,7 +288,7 @@ def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(serve, s
     wait_until(lambda: server.stats()["slow_consumers"] == 1, timeout=15)
     stats = server.stats()
     assert stats["connections"] == 1
-    assert stats["ring"]["frames"] <= 12  # type: ignore[index]
+    assert stats["ring"]["frames"] <= 12
     stuck.close()
 
 
@@ -294,7 +296,7 @@ def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(serve, s
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_curl_reads_the_stream_to_its_clean_end(serve):
+def test_curl_reads_the_stream_to_its_clean_end(serve: Serve) -> None:
     server = serve("--store", "none")
     curl = subprocess.Popen(
         ["curl", "-N", "-s", "-S", "--max-time", "30", f"{server.url}/events?uid=curl"],
@@ -318,7 +320,7 @@ def test_curl_reads_the_stream_to_its_clean_end(serve):
     )
 
 
-def test_httpx_reads_the_stream_and_its_clean_end(serve):
+def test_httpx_reads_the_stream_and_its_clean_end(serve: Serve) -> None:
     server = serve("--store", "none")
     with (
         httpx.Client(timeout=httpx.Timeout(10.0, read=30.0)) as client,

@@ -229,7 +229,7 @@ def test_feed_accepts_bytearray_and_memoryview() -> None:
 
 def test_feed_rejects_text() -> None:
     with pytest.raises(TypeError):
-        EventParser().feed("data: x\n\n")  # type: ignore[arg-type]
+        EventParser().feed("data: x\n\n")  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_many_lines_in_one_chunk_with_every_line_end() -> None:
@@ -606,7 +606,7 @@ def test_matches_reference_parser_on_arbitrary_bytes(stream: bytes) -> None:
 # ------------------------------------------------------------ size limit
 
 
-def test_an_event_past_max_event_size_raises_and_the_parser_recovers():
+def test_an_event_past_max_event_size_raises_and_the_parser_recovers() -> None:
     from sse_fast.errors import EventTooLargeError
 
     parser = EventParser(max_event_size=100)
@@ -619,7 +619,7 @@ def test_an_event_past_max_event_size_raises_and_the_parser_recovers():
     assert [e.data for e in parser.feed(b"\n\ndata: ok\n\n")] == ["ok"]
 
 
-def test_max_event_size_zero_means_no_limit():
+def test_max_event_size_zero_means_no_limit() -> None:
     parser = EventParser(max_event_size=0)
     assert parser.feed(b"data: " + b"x" * 100_000 + b"\n\n")[0].data == "x" * 100_000
     with pytest.raises(ValueError, match="max_event_size"):

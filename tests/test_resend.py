@@ -6,11 +6,12 @@ import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import nothing_else_arrived, wait_until
+from conftest import Serve, Subscribe, nothing_else_arrived, wait_until
 
 REDIS_URL = os.environ.get("SSE_FAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -32,7 +33,7 @@ def redis_store_url() -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def store_args(request, tmp_path) -> list[str]:
+def store_args(request: pytest.FixtureRequest) -> list[str]:
     if request.param == "sqlite":
         return []  # the CLI's default: sqlite:///sse_fast.db in the working directory
     return ["--store", redis_store_url()]
@@ -44,7 +45,9 @@ def ids_of(answer: httpx.Response) -> list[str]:
     return ids
 
 
-def test_reconnect_with_last_event_id_gets_what_was_missed_then_live(serve, subscribe, store_args):
+def test_reconnect_with_last_event_id_gets_what_was_missed_then_live(
+    serve: Serve, subscribe: Subscribe, store_args: list[str]
+) -> None:
     server = serve(*store_args)
     first = ids_of(server.push([{"event": "b", "data": 0}]))[0]
     server.push([{"event": "for-a", "data": 1}], uids=["a"])
@@ -59,7 +62,7 @@ def test_reconnect_with_last_event_id_gets_what_was_missed_then_live(serve, subs
     assert len(reader.received()) == 3
 
 
-def test_last_event_id_query_parameter_as_the_reference_accepts(serve, subscribe):
+def test_last_event_id_query_parameter_as_the_reference_accepts(serve: Serve, subscribe: Subscribe) -> None:
     server = serve()
     ids = ids_of(server.push([{"event": "x", "data": n} for n in range(3)]))
     reader = subscribe(f"{server.url}/events?uid=a&last_event_id={ids[0]}")
@@ -75,7 +78,9 @@ def test_last_event_id_query_parameter_as_the_reference_accepts(serve, subscribe
         ("x" * 300, "malformed_id"),
     ],
 )
-def test_unresumable_last_event_id_gets_reset_then_history(serve, subscribe, last_id, reason):
+def test_unresumable_last_event_id_gets_reset_then_history(
+    serve: Serve, subscribe: Subscribe, last_id: str, reason: str
+) -> None:
     server = serve()
     server.push([{"event": "x", "data": 1}])
     reader = subscribe(f"{server.url}/events?uid=a", last_event_id=last_id)
@@ -86,7 +91,9 @@ def test_unresumable_last_event_id_gets_reset_then_history(serve, subscribe, las
     assert replayed.data == "1"
 
 
-def test_expired_history_gets_reset_then_what_is_kept(serve, subscribe, tmp_path):
+def test_expired_history_gets_reset_then_what_is_kept(
+    serve: Serve, subscribe: Subscribe, tmp_path: Path
+) -> None:
     server = serve("--store", f"sqlite:///{tmp_path}/small.db?max_events=3")
     ids = ids_of(server.push([{"event": "x", "data": n} for n in range(8)]))
     reader = subscribe(f"{server.url}/events?uid=a", last_event_id=ids[0])
@@ -95,7 +102,7 @@ def test_expired_history_gets_reset_then_what_is_kept(serve, subscribe, tmp_path
     assert [e.data for e in events[1:]] == ["5", "6", "7"]
 
 
-def test_event_type_filter_applies_to_replay(serve, subscribe):
+def test_event_type_filter_applies_to_replay(serve: Serve, subscribe: Subscribe) -> None:
     server = serve()
     first = ids_of(server.push([{"event": "chat", "data": 0}]))[0]
     server.push([{"event": "order", "data": 1}, {"event": "chat", "data": 2}, {"event": "order", "data": 3}])
@@ -103,7 +110,9 @@ def test_event_type_filter_applies_to_replay(serve, subscribe):
     assert [e.data for e in reader.wait_events(2)] == ["1", "3"]
 
 
-def test_accepted_events_survive_kill_9_and_are_resent_after_restart(serve, subscribe, store_args):
+def test_accepted_events_survive_kill_9_and_are_resent_after_restart(
+    serve: Serve, subscribe: Subscribe, store_args: list[str]
+) -> None:
     server = serve(*store_args)
     reader = subscribe(f"{server.url}/events?uid=a")
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -122,7 +131,9 @@ def test_accepted_events_survive_kill_9_and_are_resent_after_restart(serve, subs
     assert int(after[0].rsplit("-", 1)[1]) > int(accepted[-1].rsplit("-", 1)[1])
 
 
-def test_no_gap_no_duplicate_while_reconnecting_under_concurrent_pushes(serve, subscribe, store_args):
+def test_no_gap_no_duplicate_while_reconnecting_under_concurrent_pushes(
+    serve: Serve, subscribe: Subscribe, store_args: list[str]
+) -> None:
     """A publisher pushes without pause while a subscriber drops and resumes again and again."""
     server = serve(*store_args)
     pushed: list[str] = []
@@ -144,10 +155,10 @@ def test_no_gap_no_duplicate_while_reconnecting_under_concurrent_pushes(serve, s
     publisher = threading.Thread(target=publish)
     publisher.start()
     received = []
-    last_id = None
+    last_id: str | None = None
     try:
         for _ in range(6):
-            headers = {"last_event_id": last_id} if last_id is not None else {}
+            headers: dict[str, str] = {"last_event_id": last_id} if last_id is not None else {}
             reader = subscribe(f"{server.url}/events?uid=a", **headers)
             time.sleep(0.15)
             reader.close()

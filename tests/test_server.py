@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from conftest import HOST, ServerProcess, nothing_else_arrived, wait_until
+from conftest import HOST, Serve, ServerProcess, Subscribe, nothing_else_arrived, wait_until
 
 HEARTBEAT = b": heartbeat\n\n"
 
@@ -21,7 +22,7 @@ def events_url(server: ServerProcess, query: str) -> str:
 # ----------------------------------------------------------------- delivery
 
 
-def test_unicast_arrives_as_exact_wire_bytes(serve, subscribe):
+def test_unicast_arrives_as_exact_wire_bytes(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     reader = subscribe(events_url(server, "uid=42"))
     assert reader.status == 200
@@ -42,7 +43,7 @@ def test_unicast_arrives_as_exact_wire_bytes(serve, subscribe):
     assert bytes(reader.raw) == HEARTBEAT + expected
 
 
-def test_broadcast_reaches_everyone_and_unicast_only_its_user(serve, subscribe):
+def test_broadcast_reaches_everyone_and_unicast_only_its_user(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     alice = subscribe(events_url(server, "uid=alice"))
     bob = subscribe(events_url(server, "uid=bob"))
@@ -59,7 +60,7 @@ def test_broadcast_reaches_everyone_and_unicast_only_its_user(serve, subscribe):
     assert len(bob.received()) == 2
 
 
-def test_every_connection_of_a_user_receives_its_events(serve, subscribe):
+def test_every_connection_of_a_user_receives_its_events(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     tabs = [subscribe(events_url(server, "uid=7")) for _ in range(3)]
     other = subscribe(events_url(server, "uid=8"))
@@ -73,7 +74,7 @@ def test_every_connection_of_a_user_receives_its_events(serve, subscribe):
     assert other.received() == []
 
 
-def test_multicast_to_several_users_in_one_push(serve, subscribe):
+def test_multicast_to_several_users_in_one_push(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     readers = {uid: subscribe(events_url(server, f"uid={uid}")) for uid in ("a", "b", "c")}
     wait_until(lambda: server.stats()["connections"] == 3)
@@ -86,7 +87,7 @@ def test_multicast_to_several_users_in_one_push(serve, subscribe):
     assert readers["b"].received() == []
 
 
-def test_ids_are_strictly_increasing(serve):
+def test_ids_are_strictly_increasing(serve: Serve) -> None:
     server = serve("--store", "none")
     ids = []
     for n in range(5):
@@ -96,7 +97,7 @@ def test_ids_are_strictly_increasing(serve):
     assert len({i.rsplit("-", 1)[0] for i in ids}) == 1
 
 
-def test_event_type_filter_from_query_or_header(serve, subscribe):
+def test_event_type_filter_from_query_or_header(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     by_query = subscribe(events_url(server, "uid=1&event_type=order"))
     by_header = subscribe(events_url(server, "uid=1"), event_type="order")
@@ -110,7 +111,7 @@ def test_event_type_filter_from_query_or_header(serve, subscribe):
     assert [e.event for e in everything.wait_events(3)] == ["chat", "order", "order"]
 
 
-def test_multiline_data_is_split_into_data_lines(serve, subscribe):
+def test_multiline_data_is_split_into_data_lines(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     reader = subscribe(events_url(server, "uid=1"))
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -123,7 +124,7 @@ def test_multiline_data_is_split_into_data_lines(serve, subscribe):
 # --------------------------------------------------------------- liveness
 
 
-def test_heartbeats_on_connect_and_after_silence(serve, subscribe):
+def test_heartbeats_on_connect_and_after_silence(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--heartbeat", "0.3")
     reader = subscribe(events_url(server, "uid=1"))
     wait_until(lambda: reader.raw.count(HEARTBEAT) >= 3, timeout=10)
@@ -131,7 +132,7 @@ def test_heartbeats_on_connect_and_after_silence(serve, subscribe):
     assert set(bytes(reader.raw).split(HEARTBEAT)) == {b""}
 
 
-def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve):
+def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve: Serve) -> None:
     server = serve("--store", "none", "--heartbeat", "0.5")
     sockets = []
     for uid in ("gone-1", "gone-2"):
@@ -146,7 +147,7 @@ def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve):
     assert server.stats()["users"] == 0
 
 
-def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve, subscribe):
+def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--ring-frames", "16", "--heartbeat", "1", "--max-body", "4000000")
     stuck = socket.socket()
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -164,7 +165,7 @@ def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve, subscribe):
     wait_until(lambda: server.stats()["slow_consumers"] >= 1, timeout=15)
     stats = server.stats()
     assert stats["connections"] == 1
-    assert stats["failed_by_reason"]["slow_consumer"] >= 1  # type: ignore[index]
+    assert stats["failed_by_reason"]["slow_consumer"] >= 1
     stuck.close()
     # Dropping it cancelled a send stuck in the server: that must leave the
     # process able to stop (on Python 3.10 it once raised and hung on SIGTERM).
@@ -195,7 +196,9 @@ def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve, subscribe):
         (b'{"events": [{"data": 1}, {"data": 2, "event": "x\\ny"}]}', "events[1].event"),
     ],
 )
-def test_bad_push_is_400_naming_the_field_and_delivers_nothing(serve, subscribe, body, field):
+def test_bad_push_is_400_naming_the_field_and_delivers_nothing(
+    serve: Serve, subscribe: Subscribe, body: bytes, field: str
+) -> None:
     server = serve("--store", "none")
     reader = subscribe(events_url(server, "uid=1"))
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -209,7 +212,7 @@ def test_bad_push_is_400_naming_the_field_and_delivers_nothing(serve, subscribe,
     assert server.stats()["events"] == 1
 
 
-def test_oversized_push_is_413(serve):
+def test_oversized_push_is_413(serve: Serve) -> None:
     server = serve("--store", "none", "--max-body", "1000")
     answer = server.push([{"event": "big", "data": "x" * 2000}])
     assert answer.status_code == 413
@@ -217,7 +220,7 @@ def test_oversized_push_is_413(serve):
     assert "body" in answer.json()["msg"]
 
 
-def test_unknown_route_and_wrong_method(serve):
+def test_unknown_route_and_wrong_method(serve: Serve) -> None:
     server = serve("--store", "none")
     assert httpx.get(f"{server.url}/nope").status_code == 404
     wrong = httpx.get(f"{server.url}/push")
@@ -225,7 +228,7 @@ def test_unknown_route_and_wrong_method(serve):
     assert httpx.post(f"{server.url}/events").status_code == 405
 
 
-def test_both_engines_match_routes_on_the_decoded_path(serve, subscribe):
+def test_both_engines_match_routes_on_the_decoded_path(serve: Serve, subscribe: Subscribe) -> None:
     """One route table: a percent-encoded /events is the subscribe route on either engine."""
     server = serve("--store", "none")
     reader = subscribe(f"{server.url}/%65vents?uid=encoded")
@@ -235,7 +238,7 @@ def test_both_engines_match_routes_on_the_decoded_path(serve, subscribe):
     assert httpx.get(f"{server.url}/%73tats").json()["connections"] == 1
 
 
-def test_subscribe_without_uid_is_400(serve):
+def test_subscribe_without_uid_is_400(serve: Serve) -> None:
     server = serve("--store", "none")
     answer = httpx.get(f"{server.url}/events")
     assert answer.status_code == 400
@@ -245,7 +248,7 @@ def test_subscribe_without_uid_is_400(serve):
 # ------------------------------------------------------------------ auth
 
 
-def test_push_token_guards_push_and_figures(serve, subscribe):
+def test_push_token_guards_push_and_figures(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--push-token", "s3cret")
     assert server.push([{"event": "x", "data": 1}]).status_code == 401
     assert server.push([{"event": "x", "data": 1}], token="wrong").status_code == 401
@@ -257,7 +260,7 @@ def test_push_token_guards_push_and_figures(serve, subscribe):
     assert [e.event for e in reader.wait_events(1)] == ["x"]
 
 
-def test_jwt_subscribers_use_the_sub_claim(serve, subscribe):
+def test_jwt_subscribers_use_the_sub_claim(serve: Serve, subscribe: Subscribe) -> None:
     secret = "jwt-secret-for-tests-0123456789abcdef"
     server = serve("--store", "none", "--jwt-secret", secret)
     token = jwt.encode({"sub": "carol", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
@@ -281,7 +284,7 @@ def test_jwt_subscribers_use_the_sub_claim(serve, subscribe):
     assert len(by_query.received()) == 1
 
 
-def test_cors_headers_only_for_allowed_origins(serve):
+def test_cors_headers_only_for_allowed_origins(serve: Serve) -> None:
     server = serve("--store", "none", "--cors-origin", "https://app.example")
     allowed = httpx.options(
         f"{server.url}/push",
@@ -294,7 +297,7 @@ def test_cors_headers_only_for_allowed_origins(serve):
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_wildcard_cors_is_refused_with_jwt(tmp_path):
+def test_wildcard_cors_is_refused_with_jwt(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -309,7 +312,7 @@ def test_wildcard_cors_is_refused_with_jwt(tmp_path):
     assert "--cors-origin" in result.stderr
 
 
-def test_http2_on_the_native_engine_is_refused_with_the_reason(tmp_path):
+def test_http2_on_the_native_engine_is_refused_with_the_reason(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -324,7 +327,7 @@ def test_http2_on_the_native_engine_is_refused_with_the_reason(tmp_path):
     assert "--http" in result.stderr and "HTTP/1.1" in result.stderr
 
 
-def test_more_than_one_worker_is_refused_with_the_reason(tmp_path):
+def test_more_than_one_worker_is_refused_with_the_reason(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -342,7 +345,7 @@ def test_more_than_one_worker_is_refused_with_the_reason(tmp_path):
 # --------------------------------------------------------------- figures
 
 
-def test_stats_metrics_and_health(serve, subscribe):
+def test_stats_metrics_and_health(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     reader = subscribe(events_url(server, "uid=1"))
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -351,7 +354,7 @@ def test_stats_metrics_and_health(serve, subscribe):
     reader.wait_events(1)
     stats = server.stats()
     assert stats["events"] == 2 and stats["deliveries"] == 1
-    assert stats["failed_by_reason"]["offline"] == 1  # type: ignore[index]
+    assert stats["failed_by_reason"]["offline"] == 1
     metrics = httpx.get(f"{server.url}/metrics").text
     assert "sse_fast_connections 1" in metrics
     assert 'sse_fast_push_failures_total{reason="offline"} 1' in metrics
@@ -360,7 +363,7 @@ def test_stats_metrics_and_health(serve, subscribe):
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
-def test_connection_limit_answers_503(serve, subscribe):
+def test_connection_limit_answers_503(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--max-connections", "2")
     first, second = subscribe(events_url(server, "uid=1")), subscribe(events_url(server, "uid=2"))
     assert first.status == second.status == 200
@@ -372,7 +375,7 @@ def test_connection_limit_answers_503(serve, subscribe):
 # -------------------------------------------------------------- shutdown
 
 
-def test_sigterm_says_goodbye_and_exits_cleanly(serve, subscribe):
+def test_sigterm_says_goodbye_and_exits_cleanly(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     readers = [subscribe(events_url(server, f"uid={n}")) for n in range(3)]
     wait_until(lambda: server.stats()["connections"] == 3)
@@ -388,7 +391,7 @@ def test_sigterm_says_goodbye_and_exits_cleanly(serve, subscribe):
         assert reader.error is None
 
 
-def test_python_dash_m_runs_the_cli(tmp_path):
+def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     import subprocess
     import sys
 
