@@ -3,6 +3,8 @@
 Everything the two engines share (routes, auth, resend, shutdown) is tested
 on both by the other end-to-end modules; these tests are about what the
 native engine does itself, over raw sockets where byte-level behaviour counts.
+Tests that need no option of their own share one server (``shared_serve``),
+each with uids of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import httptools
 import httpx
 import pytest
 
-from conftest import HOST, Serve, ServerProcess, Subscribe, wait_until
+from conftest import HOST, Serve, ServerProcess, SharedServe, Subscribe, unique_uid, wait_until
 from sse_fast.engines.native.wire import LAST_CHUNK, chunk, encode_head
 
 pytestmark = pytest.mark.engines("native")
@@ -71,6 +73,16 @@ def closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
+def shared(shared_serve: SharedServe) -> ServerProcess:
+    """This module's shared server: no history, every other option the default."""
+    return shared_serve("--store", "none")
+
+
+def unicast(uid: str, event: str, data: int) -> bytes:
+    """A /push body for one event to ``uid``."""
+    return b'{"uids":["%s"],"events":[{"event":"%s","data":%d}]}' % (uid.encode(), event.encode(), data)
+
+
 def push_request(body: bytes, extra: str = "") -> bytes:
     return (
         f"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
@@ -90,10 +102,10 @@ def test_chunk_framing_and_heads_are_byte_exact() -> None:
     )
 
 
-def test_stream_is_chunked_on_the_wire(serve: Serve) -> None:
-    server = serve("--store", "none")
+def test_stream_is_chunked_on_the_wire(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
-    sock.sendall(b"GET /events?uid=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(f"GET /events?uid={unique_uid()} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     data = b""
     while not data.endswith(chunk(HEARTBEAT)):
         data += sock.recv(4096)
@@ -104,10 +116,10 @@ def test_stream_is_chunked_on_the_wire(serve: Serve) -> None:
     sock.close()
 
 
-def test_http_1_0_client_gets_a_close_delimited_stream(serve: Serve) -> None:
-    server = serve("--store", "none")
+def test_http_1_0_client_gets_a_close_delimited_stream(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
-    sock.sendall(b"GET /events?uid=1 HTTP/1.0\r\n\r\n")
+    sock.sendall(f"GET /events?uid={unique_uid()} HTTP/1.0\r\n\r\n".encode())
     data = b""
     while not data.endswith(HEARTBEAT):
         data += sock.recv(4096)
@@ -149,8 +161,8 @@ def test_idle_keep_alive_connection_is_closed_after_its_timeout(serve: Serve) ->
     assert closed_by_server(sock)
 
 
-def test_oversized_headers_are_431(serve: Serve) -> None:
-    server = serve("--store", "none")
+def test_oversized_headers_are_431(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
     [(status, headers, body)] = Responses(sock).read(1)
@@ -169,8 +181,8 @@ def test_oversized_headers_are_431(serve: Serve) -> None:
     assert status == 431 and b"headers: more than 100" in body
 
 
-def test_a_header_that_never_ends_is_431_not_buffered(serve: Serve) -> None:
-    server = serve("--store", "none")
+def test_a_header_that_never_ends_is_431_not_buffered(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Endless: ")
     with pytest.raises(OSError):  # the server answers and closes while we are still sending
@@ -181,8 +193,8 @@ def test_a_header_that_never_ends_is_431_not_buffered(serve: Serve) -> None:
     assert status == 431
 
 
-def test_malformed_request_is_400_and_closed(serve: Serve) -> None:
-    server = serve("--store", "none")
+def test_malformed_request_is_400_and_closed(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     sock.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
     [(status, _, body)] = Responses(sock).read(1)
@@ -193,30 +205,34 @@ def test_malformed_request_is_400_and_closed(serve: Serve) -> None:
 # ------------------------------------------------------- connection reuse
 
 
-def test_keep_alive_serves_several_pushes_on_one_connection(serve: Serve, subscribe: Subscribe) -> None:
-    server = serve("--store", "none")
-    reader = subscribe(f"{server.url}/events?uid=k")
-    wait_until(lambda: server.stats()["connections"] == 1)
+def test_keep_alive_serves_several_pushes_on_one_connection(
+    shared_serve: SharedServe, subscribe: Subscribe
+) -> None:
+    server = shared(shared_serve)
+    uid = unique_uid()
+    reader = subscribe(f"{server.url}/events?uid={uid}")
+    reader.wait_subscribed()
     sock = connect(server)
     responses = Responses(sock)
     for n in range(3):
-        sock.sendall(push_request(b'{"uids":["k"],"events":[{"event":"n","data":%d}]}' % n))
+        sock.sendall(push_request(unicast(uid, "n", n)))
         status, headers, _ = responses.read(n + 1)[n]
         assert status == 200 and b"connection" not in headers
     assert [e.data for e in reader.wait_events(3)] == ["0", "1", "2"]
     sock.close()
 
 
-def test_pipelined_requests_are_answered_in_order(serve: Serve, subscribe: Subscribe) -> None:
-    server = serve("--store", "none")
-    reader = subscribe(f"{server.url}/events?uid=p")
-    wait_until(lambda: server.stats()["connections"] == 1)
+def test_pipelined_requests_are_answered_in_order(shared_serve: SharedServe, subscribe: Subscribe) -> None:
+    server = shared(shared_serve)
+    uid = unique_uid()
+    reader = subscribe(f"{server.url}/events?uid={uid}")
+    reader.wait_subscribed()
     sock = connect(server)
     sock.sendall(
-        push_request(b'{"uids":["p"],"events":[{"event":"first","data":1}]}')
+        push_request(unicast(uid, "first", 1))
         + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
         + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-        + push_request(b'{"uids":["p"],"events":[{"event":"second","data":2}]}')
+        + push_request(unicast(uid, "second", 2))
     )
     answers = Responses(sock).read(4)
     assert [status for status, _, _ in answers] == [200, 404, 200, 200]
@@ -251,8 +267,8 @@ def test_chunked_request_body_is_decoded(serve: Serve, subscribe: Subscribe) -> 
     assert status == 413 and b"body" in body413
 
 
-def test_expect_100_continue_is_honoured(serve: Serve) -> None:
-    server = serve("--store", "none")
+def test_expect_100_continue_is_honoured(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     body = b'{"events":[{"event":"x","data":1}]}'
     head = b"POST /push HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
