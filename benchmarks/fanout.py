@@ -463,8 +463,9 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         by_key.setdefault((r["scenario"], r["subscribers"], r["rate"]), []).append(r)
     head = (
-        "| server | delivered/s | of offered | pushes/s | push p50 ms | push p99 ms | CPU us/event | CPU% "
-        "| p50 ms | p90 ms | p99 ms | max ms | RSS/conn KiB | us/event vs sse_fast | p99 vs sse_fast | notes |"
+        "| server | delivered/s | of offered | pushes/s | push p50 ms | push p99 ms | CPU us/event "
+        "| CPU% | p50 ms | p90 ms | p99 ms | max ms | RSS/conn KiB | us/event vs sse_fast "
+        "| p99 vs sse_fast | notes |"
     )
     for (scen, subs, rate), rows in by_key.items():
         mode = rows[0]["mode"]

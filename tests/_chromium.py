@@ -63,8 +63,13 @@ class Chromium:
         self.log_path = workdir / "chromium.log"
         self.width, self.height = width, height
         argv = [
-            binary, *LAUNCH_FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-            "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank",
+            binary,
+            *LAUNCH_FLAGS,
+            f"--user-data-dir={self.profile}",
+            f"--window-size={width},{height}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "about:blank",
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -81,7 +86,10 @@ class Chromium:
                 self.call(f"{domain}.enable")
             self.call(
                 "Emulation.setDeviceMetricsOverride",
-                width=width, height=height, deviceScaleFactor=1, mobile=False,
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
             )
         except BaseException:
             self.close()
@@ -146,9 +154,7 @@ class Chromium:
 
     def evaluate(self, expression: str) -> Any:
         """The JSON value of ``expression`` in the page (promises are awaited)."""
-        result = self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             thrown = details.get("exception", {}).get("description", details)
@@ -177,14 +183,20 @@ class Chromium:
         height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)") or self.height)
         self.call(
             "Emulation.setDeviceMetricsOverride",
-            width=self.width, height=max(height, 200), deviceScaleFactor=1, mobile=False,
+            width=self.width,
+            height=max(height, 200),
+            deviceScaleFactor=1,
+            mobile=False,
         )
         try:
             data = self.call("Page.captureScreenshot", format="png")["data"]
         finally:
             self.call(
                 "Emulation.setDeviceMetricsOverride",
-                width=self.width, height=self.height, deviceScaleFactor=1, mobile=False,
+                width=self.width,
+                height=self.height,
+                deviceScaleFactor=1,
+                mobile=False,
             )
         path.write_bytes(base64.b64decode(data))
         return path

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 HOLD = object()  # body step: keep the connection open until the client goes away or the server stops
@@ -22,7 +23,7 @@ HOLD = object()  # body step: keep the connection open until the client goes awa
 class Reply:
     status: str = "200 OK"
     headers: list[tuple[str, str]] = field(default_factory=lambda: [("Content-Type", "text/event-stream")])
-    body: list[object] = field(default_factory=list)  # bytes to send, float seconds to sleep, or HOLD
+    body: Sequence[object] = field(default_factory=list)  # bytes to send, float seconds to sleep, or HOLD
 
 
 @dataclass

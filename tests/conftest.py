@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -25,6 +26,8 @@ LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
 """The line ``sse-fast serve`` prints once it listens (with ``--port 0``: on the port it got)."""
 ENGINES = ("granian", "native")
 """``sse-fast serve --engine`` values: tests starting our own server run once per engine."""
+HEARTBEAT = b": heartbeat\n\n"
+"""The comment the hub sends on connect and after silence."""
 
 
 def free_port() -> int:
@@ -153,10 +156,11 @@ class ServerProcess:
         self.kill()
         return self.start()
 
-    def stats(self, **headers: str) -> dict[str, object]:
+    def stats(self, **headers: str) -> dict[str, Any]:
+        """``GET /stats``: a JSON object, typed as the hub's own ``Hub.snapshot()`` is."""
         response = httpx.get(f"{self.url}/stats", headers=headers, timeout=5.0)
         response.raise_for_status()
-        result: dict[str, object] = response.json()
+        result: dict[str, Any] = response.json()
         return result
 
     def push(
@@ -217,6 +221,16 @@ class StreamReader:
     def comments(self) -> int:
         return self._parser.comments
 
+    def wait_subscribed(self, timeout: float = 10.0) -> None:
+        """Wait until the server registered this subscriber: its connect heartbeat arrived.
+
+        The hub sends that heartbeat as it registers the subscriber, so events
+        pushed from now on reach it.  Unlike ``stats()["connections"]`` this
+        holds on a server other tests use too.
+        """
+        wait_until(lambda: self.raw.startswith(HEARTBEAT) or self.ended.is_set(), timeout)
+        assert self.raw.startswith(HEARTBEAT), f"not subscribed (status {self.status}): {self.raw!r}"
+
     def wait_events(self, count: int, timeout: float = 10.0) -> list[ServerSentEvent]:
         wait_until(lambda: len(self.events) >= count or self.ended.is_set(), timeout)
         with self._lock:
@@ -244,8 +258,20 @@ def nothing_else_arrived(server: ServerProcess, *readers: StreamReader) -> None:
     """
     n = str(next(_markers))
     assert server.push([{"event": MARKER_EVENT, "data": n}]).status_code == 200
+
+    def marker_arrived(reader: StreamReader) -> Callable[[], bool]:
+        return lambda: any(e.event == MARKER_EVENT and e.json() == n for e in reader.events)
+
     for reader in readers:
-        wait_until(lambda r=reader: any(e.event == MARKER_EVENT and e.json() == n for e in r.events))
+        wait_until(marker_arrived(reader))
+
+
+_uids = itertools.count(1)
+
+
+def unique_uid(name: str = "user") -> str:
+    """A uid no other test uses: tests on a :func:`shared_serve` server must not see each other's events."""
+    return f"{name}-{next(_uids)}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -258,17 +284,42 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     ``@pytest.mark.engines(...)`` narrows the engines (tests/test_native_engine.py);
     ``@pytest.mark.foreign_server`` marks tests whose ``serve(command=...)`` runs
-    another server (tests/test_mounted.py): they run once.
+    another server (tests/test_mounted.py): they run once.  ``shared_serve`` is
+    parametrised the same way, per module, so that pytest groups a module's
+    tests by engine and starts each shared server once.
     """
-    if "serve" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("foreign_server"):
+    if metafunc.definition.get_closest_marker("foreign_server"):
         return
     marker = metafunc.definition.get_closest_marker("engines")
     engines = marker.args if marker is not None else ENGINES
-    metafunc.parametrize("serve", engines, indirect=True)
+    if "serve" in metafunc.fixturenames:
+        metafunc.parametrize("serve", engines, indirect=True)
+    if "shared_serve" in metafunc.fixturenames:
+        metafunc.parametrize("shared_serve", engines, indirect=True, scope="module")
+
+
+class Serve(Protocol):
+    """The ``serve`` fixture: start a server of this test's own."""
+
+    def __call__(
+        self, *args: str, command: list[str] | None = None, port: int | None = None
+    ) -> ServerProcess: ...
+
+
+class SharedServe(Protocol):
+    """The ``shared_serve`` fixture: the module's running server for these arguments."""
+
+    def __call__(self, *args: str) -> ServerProcess: ...
+
+
+class Subscribe(Protocol):
+    """The ``subscribe`` fixture: open a stream (``last_event_id=`` sends ``Last-Event-ID:``)."""
+
+    def __call__(self, url: str, **headers: str) -> StreamReader: ...
 
 
 @pytest.fixture
-def serve(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def serve(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serve]:
     """Start ``sse-fast serve`` with the given arguments; every server is killed at teardown."""
     servers: list[ServerProcess] = []
     engine: str | None = getattr(request, "param", None)
@@ -285,8 +336,41 @@ def serve(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[.
         server.kill()
 
 
+@pytest.fixture(scope="module")
+def shared_serve(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedServe]:
+    """``sse-fast serve`` shared by a module's tests on one engine: one server per set of arguments.
+
+    Starting a server costs ~0.5-1 s; tests that only push and read can use a
+    running one.  Such a test uses uids of its own (:func:`unique_uid`),
+    leaves the server running as it found it (no stop, kill or restart) and
+    asserts no figure that other tests move: a reader another test closed may
+    count in ``connections`` until the server notices (on granian: its next
+    write).  Counters only pushes move (``events``) may be compared before and
+    after, as tests run one at a time.  A test that needs any of that uses ``serve``.
+    """
+    engine: str = request.param
+    started: list[ServerProcess] = []
+    servers: dict[tuple[str, ...], ServerProcess] = {}
+
+    def running(*args: str) -> ServerProcess:
+        server = servers.get(args)
+        if server is None:
+            cwd = tmp_path_factory.mktemp(f"shared-{engine}")
+            server = ServerProcess([*args, "--engine", engine], cwd)
+            started.append(server)
+            servers[args] = server.start()
+        assert server.proc is not None and server.proc.poll() is None, "a test ended the shared server"
+        return server
+
+    yield running
+    for server in started:
+        server.kill()
+
+
 @pytest.fixture
-def subscribe() -> Iterator[Callable[..., StreamReader]]:
+def subscribe() -> Iterator[Subscribe]:
     """Open subscriber streams; all are closed at teardown."""
     readers: list[StreamReader] = []
 

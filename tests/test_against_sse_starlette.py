@@ -25,7 +25,7 @@ from sse_fast.sync_client import SyncClient
 
 LIMIT = 20.0
 
-APP = '''
+APP = """
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -45,7 +45,7 @@ async def events(request):
 
 
 app = Starlette(routes=[Route("/events", events)])
-'''
+"""
 
 
 def free_port() -> int:

@@ -9,11 +9,10 @@ only arrive through the ``Last-Event-ID`` resend, never live.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 
+from conftest import Serve
 from sse_fast import ServerSentEvent
 from sse_fast.client import Client
 from sse_fast.errors import ConnectionLostError
@@ -35,7 +34,7 @@ async def next_x(queue: asyncio.Queue[ServerSentEvent]) -> ServerSentEvent:
             return event
 
 
-def run_resume_across_restart(serve: Callable[..., Any], graceful: bool) -> None:
+def run_resume_across_restart(serve: Serve, graceful: bool) -> None:
     server = serve()
     events: asyncio.Queue[ServerSentEvent] = asyncio.Queue()
     errors: list[BaseException] = []
@@ -82,7 +81,7 @@ def run_resume_across_restart(serve: Callable[..., Any], graceful: bool) -> None
         assert errors[0].going_away
 
 
-def test_receives_pushed_events(serve: Callable[..., Any]) -> None:
+def test_receives_pushed_events(serve: Serve) -> None:
     server = serve()
 
     async def main() -> ServerSentEvent:
@@ -97,9 +96,9 @@ def test_receives_pushed_events(serve: Callable[..., Any]) -> None:
     assert event.json() == {"n": 1}
 
 
-def test_resumes_with_last_event_id_after_a_graceful_restart(serve: Callable[..., Any]) -> None:
+def test_resumes_with_last_event_id_after_a_graceful_restart(serve: Serve) -> None:
     run_resume_across_restart(serve, graceful=True)
 
 
-def test_resumes_with_last_event_id_after_a_crash(serve: Callable[..., Any]) -> None:
+def test_resumes_with_last_event_id_after_a_crash(serve: Serve) -> None:
     run_resume_across_restart(serve, graceful=False)

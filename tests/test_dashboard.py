@@ -17,21 +17,34 @@ import time
 from fnmatch import fnmatch
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
 
-from conftest import ServerProcess, wait_until
-from sse_fast import Hub
-from sse_fast.asgi import SSEApp
+from conftest import Serve, ServerProcess, StreamReader, Subscribe, wait_until
+from sse_fast import Hub, ServerSentEvent
+from sse_fast.asgi import Message, Send, SSEApp
 from sse_fast.dashboard import PUBLISHER_TASK_NAME, STATS_EVENT, Dashboard, install_dashboard
 
 SNAPSHOT_FIELDS = {
-    "connections", "users", "events", "deliveries", "failed", "failed_by_reason", "dropped",
-    "slow_consumers", "heartbeats", "replayed", "resets", "ring", "last_id",
-    "store_unavailable", "histories_lost", "store", "overloaded",
+    "connections",
+    "users",
+    "events",
+    "deliveries",
+    "failed",
+    "failed_by_reason",
+    "dropped",
+    "slow_consumers",
+    "heartbeats",
+    "replayed",
+    "resets",
+    "ring",
+    "last_id",
+    "store_unavailable",
+    "histories_lost",
+    "store",
+    "overloaded",
 }
 DASHBOARD_FIELDS = {"rates", "cpu_percent", "rss_bytes", "uptime", "interval", "time", "viewers"}
 RATE_FIELDS = {"events", "deliveries", "failed", "dropped"}
@@ -42,7 +55,7 @@ def stats_url(server: ServerProcess, query: str = "") -> str:
     return f"{server.url}/stats/stream" + (f"?{query}" if query else "")
 
 
-def frames(reader: Any, count: int, timeout: float = 20.0) -> list[Any]:
+def frames(reader: StreamReader, count: int, timeout: float = 20.0) -> list[ServerSentEvent]:
     events = reader.wait_events(count, timeout)
     assert all(e.event == STATS_EVENT for e in events), [e.event for e in events]
     return events
@@ -51,7 +64,9 @@ def frames(reader: Any, count: int, timeout: float = 20.0) -> list[Any]:
 # ------------------------------------------------------------------- stream
 
 
-def test_stats_frames_arrive_about_once_a_second_with_the_documented_fields(serve, subscribe):
+def test_stats_frames_arrive_about_once_a_second_with_the_documented_fields(
+    serve: Serve, subscribe: Subscribe
+) -> None:
     server = serve("--store", "none")
     subscriber = subscribe(f"{server.url}/events?uid=alice")
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -82,7 +97,7 @@ def test_stats_frames_arrive_about_once_a_second_with_the_documented_fields(serv
     subscriber.close()
 
 
-def test_rates_and_totals_follow_the_pushes(serve, subscribe):
+def test_rates_and_totals_follow_the_pushes(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     alice = subscribe(f"{server.url}/events?uid=alice")
     viewer = subscribe(stats_url(server))
@@ -104,7 +119,7 @@ def test_rates_and_totals_follow_the_pushes(serve, subscribe):
     assert any(f["rates"]["deliveries"] > 0 for f in data)
 
 
-def test_every_viewer_gets_the_same_frames_from_one_publisher(serve, subscribe):
+def test_every_viewer_gets_the_same_frames_from_one_publisher(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     viewers = [subscribe(stats_url(server)) for _ in range(5)]
     wait_until(lambda: all(v.events and v.events[-1].json()["viewers"] == 5 for v in viewers), timeout=15)
@@ -129,7 +144,7 @@ def _seq(event_id: str) -> int:
     return int(event_id.rsplit("-", 1)[1])
 
 
-def test_one_publisher_task_in_process_whatever_the_number_of_viewers():
+def test_one_publisher_task_in_process_whatever_the_number_of_viewers() -> None:
     async def scenario() -> None:
         hub = Hub(heartbeat=5)
         app = SSEApp(hub)
@@ -138,12 +153,12 @@ def test_one_publisher_task_in_process_whatever_the_number_of_viewers():
         received: list[list[bytes]] = [[] for _ in range(5)]
         forever = asyncio.get_running_loop().create_future()
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             await forever
             return {"type": "http.disconnect"}
 
-        def sender(into: list[bytes]) -> Any:
-            async def send(message: dict[str, Any]) -> None:
+        def sender(into: list[bytes]) -> Send:
+            async def send(message: Message) -> None:
                 if message["type"] == "http.response.body" and message.get("body"):
                     into.append(message["body"])
 
@@ -162,10 +177,14 @@ def test_one_publisher_task_in_process_whatever_the_number_of_viewers():
         ids = [re.findall(rb"id: (\S+)\nevent: stats\n", t) for t in texts]
         assert all(len(i) >= 4 for i in ids)
         common = set.intersection(*(set(i) for i in ids))
+
+        def frame(event_id: bytes, text: bytes) -> bytes:
+            found = re.search(rb"id: " + re.escape(event_id) + rb"\n[^\n]*\n[^\n]*\n", text)
+            assert found is not None, event_id
+            return found[0]
+
         for event_id in common:  # the same bytes for everyone
-            frames_for_id = {re.search(rb"id: " + re.escape(event_id) + rb"\n[^\n]*\n[^\n]*\n", t)[0]
-                             for t in texts}
-            assert len(frames_for_id) == 1
+            assert len({frame(event_id, t) for t in texts}) == 1
 
         await hub.close()  # the publisher notices, says goodbye to the viewers and ends
         await asyncio.wait_for(asyncio.gather(*streams), 5)
@@ -176,7 +195,7 @@ def test_one_publisher_task_in_process_whatever_the_number_of_viewers():
     asyncio.run(scenario())
 
 
-def test_no_publisher_before_anyone_watches():
+def test_no_publisher_before_anyone_watches() -> None:
     async def scenario() -> None:
         hub = Hub(heartbeat=5)
         dashboard = Dashboard(SSEApp(hub)).install()
@@ -190,7 +209,7 @@ def test_no_publisher_before_anyone_watches():
     asyncio.run(scenario())
 
 
-def test_a_graceful_stop_says_goodbye_to_viewers(serve, subscribe):
+def test_a_graceful_stop_says_goodbye_to_viewers(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     viewer = subscribe(stats_url(server))
     frames(viewer, 1)
@@ -203,13 +222,15 @@ def test_a_graceful_stop_says_goodbye_to_viewers(serve, subscribe):
 # --------------------------------------------------------------------- auth
 
 
-def test_push_token_guards_the_stats_stream(serve, subscribe):
+def test_push_token_guards_the_stats_stream(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--push-token", "s3cret")
     for query, headers in (("", {}), ("token=wrong", {}), ("", {"authorization": "Bearer wrong"})):
         answer = httpx.get(stats_url(server, query), headers=headers, timeout=5)
         assert answer.status_code == 401
         assert answer.json() == {
-            "code": 401, "msg": "authorization: a valid push token is required (Bearer)", "data": {}
+            "code": 401,
+            "msg": "authorization: a valid push token is required (Bearer)",
+            "data": {},
         }
         assert answer.headers["www-authenticate"].startswith("Bearer")
     by_query = subscribe(stats_url(server, "token=s3cret"))
@@ -223,7 +244,9 @@ def test_push_token_guards_the_stats_stream(serve, subscribe):
     assert b'name="sse-fast-auth" content="push-token"' in page.content
 
 
-def test_with_only_a_jwt_secret_the_stats_stream_needs_a_subscriber_token(serve, subscribe):
+def test_with_only_a_jwt_secret_the_stats_stream_needs_a_subscriber_token(
+    serve: Serve, subscribe: Subscribe
+) -> None:
     server = serve("--store", "none", "--jwt-secret", SECRET)
     forged = jwt.encode({"sub": "a"}, "another-secret-of-at-least-32-bytes")
     for query in ("", "uid=alice", "token=not-a-jwt", f"token={forged}"):
@@ -239,7 +262,7 @@ def test_with_only_a_jwt_secret_the_stats_stream_needs_a_subscriber_token(serve,
 # --------------------------------------------------------------------- page
 
 
-def test_the_page_is_self_contained_and_its_policy_admits_only_its_own_code(serve):
+def test_the_page_is_self_contained_and_its_policy_admits_only_its_own_code(serve: Serve) -> None:
     server = serve("--store", "none")
     answers = [httpx.get(f"{server.url}{path}", timeout=5) for path in ("/", "/dashboard")]
     assert answers[0].content == answers[1].content
@@ -264,7 +287,7 @@ def test_the_page_is_self_contained_and_its_policy_admits_only_its_own_code(serv
     assert page.headers["x-content-type-options"] == "nosniff"
 
 
-def test_no_dashboard_flag_serves_neither_page_nor_stream(serve):
+def test_no_dashboard_flag_serves_neither_page_nor_stream(serve: Serve) -> None:
     server = serve("--store", "none", "--no-dashboard")
     for path in ("/", "/dashboard", "/stats/stream"):
         assert httpx.get(f"{server.url}{path}", timeout=5).status_code == 404, path
@@ -272,8 +295,8 @@ def test_no_dashboard_flag_serves_neither_page_nor_stream(serve):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib")
-def test_the_page_is_package_data():
-    import tomllib
+def test_the_page_is_package_data() -> None:
+    import tomllib  # type: ignore[import-not-found]  # new in 3.11; mypy checks as 3.10
 
     root = Path(__file__).resolve().parent.parent
     config = tomllib.loads((root / "pyproject.toml").read_text())

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from _chromium import Chromium, find_chromium
-from conftest import ServerProcess
+from conftest import Serve, ServerProcess, Subscribe
 
 pytestmark = pytest.mark.browser
 
@@ -80,8 +80,8 @@ def no_page_errors(browser: Chromium) -> None:
 
 
 def test_figures_update_a_pushed_event_arrives_and_the_page_reconnects_after_a_crash(
-    serve, subscribe, browser: Chromium, tmp_path: Path
-):
+    serve: Serve, subscribe: Subscribe, browser: Chromium, tmp_path: Path
+) -> None:
     server: ServerProcess = serve()  # SQLite history (the default), so the events stream can resume
     browser.open(f"{server.url}/")
 
@@ -142,7 +142,7 @@ def test_figures_update_a_pushed_event_arrives_and_the_page_reconnects_after_a_c
     no_page_errors(browser)
 
 
-def test_with_a_push_token_the_page_shows_nothing_until_it_is_given(serve, browser: Chromium):
+def test_with_a_push_token_the_page_shows_nothing_until_it_is_given(serve: Serve, browser: Chromium) -> None:
     server: ServerProcess = serve("--store", "none", "--push-token", "s3cret")
     browser.open(f"{server.url}/dashboard")
 

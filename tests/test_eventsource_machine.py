@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,8 @@ URL = "http://example.test/events"
 STREAM = {"content-type": "text/event-stream"}
 
 
-def machine(**kw: object) -> EventSourceMachine:
-    return EventSourceMachine(URL, **kw, rand=lambda: 0.0)  # type: ignore[arg-type]
+def machine(**kw: Any) -> EventSourceMachine:
+    return EventSourceMachine(URL, **kw, rand=lambda: 0.0)
 
 
 def connect(

@@ -8,6 +8,7 @@ that whatever text is framed, a conforming parser gives it back.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -113,8 +114,9 @@ def test_returns_bytes() -> None:
 @pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\r\nb", "\n", "x\x00", "\x00"], ids=repr)
 @pytest.mark.parametrize("field", ["event", "id"])
 def test_single_line_fields_reject_cr_lf_nul(field: str, bad: str) -> None:
+    kwargs: dict[str, Any] = {field: bad}  # the field is chosen at run time
     with pytest.raises(InvalidEventError) as info:
-        encode_event("d", **{field: bad})
+        encode_event("d", **kwargs)
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, SSEFastError)
     assert info.value.field == field
@@ -135,7 +137,7 @@ def test_injection_through_id_is_impossible() -> None:
 @pytest.mark.parametrize("bad", [1, 1.5, b"bytes", None, ["x"], {"a": 1}], ids=repr)
 def test_non_str_data_is_rejected_naming_the_field(bad: object) -> None:
     with pytest.raises(InvalidEventError, match=r"^data: must be a string") as info:
-        encode_event(bad)  # type: ignore[arg-type]
+        encode_event(bad)  # type: ignore[arg-type]  # the wrong type is the test
     assert info.value.field == "data"
     assert type(bad).__name__ in str(info.value)
 
@@ -144,14 +146,14 @@ def test_non_str_data_is_rejected_naming_the_field(bad: object) -> None:
 @pytest.mark.parametrize("bad", [1, b"x", 2.0], ids=repr)
 def test_non_str_event_and_id_are_rejected_naming_the_field(field: str, bad: object) -> None:
     with pytest.raises(InvalidEventError, match=rf"^{field}: must be a string") as info:
-        encode_event("d", **{field: bad})
+        encode_event("d", **{field: bad})  # type: ignore[arg-type]  # deliberately not a str
     assert info.value.field == field
 
 
 @pytest.mark.parametrize("field", ["data", "event", "id"])
 @pytest.mark.parametrize("bad", ["\ud800", "a\udfffb", "\udc80x"], ids=repr)
 def test_lone_surrogates_are_rejected_naming_the_field(field: str, bad: str) -> None:
-    kwargs = {"data": "d", field: bad}
+    kwargs: dict[str, Any] = {"data": "d", field: bad}  # the field is chosen at run time
     with pytest.raises(InvalidEventError, match=rf"^{field}: .*surrogate") as info:
         encode_event(**kwargs)
     assert info.value.field == field
@@ -160,7 +162,7 @@ def test_lone_surrogates_are_rejected_naming_the_field(field: str, bad: str) -> 
 @pytest.mark.parametrize("bad", [-1, -(10**20), True, False, 1.5, "10", [1]], ids=repr)
 def test_retry_must_be_a_non_negative_int(bad: object) -> None:
     with pytest.raises(InvalidEventError, match=r"^retry: must be a non-negative integer") as info:
-        encode_event("d", retry=bad)  # type: ignore[arg-type]
+        encode_event("d", retry=bad)  # type: ignore[arg-type]  # the wrong type is the test
     assert info.value.field == "retry"
 
 
@@ -204,7 +206,7 @@ def test_encode_comment_rejects_line_breaks(bad: str) -> None:
 
 def test_encode_comment_rejects_non_str() -> None:
     with pytest.raises(InvalidEventError, match=r"^comment: must be a string"):
-        encode_comment(b"x")  # type: ignore[arg-type]
+        encode_comment(b"x")  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_comment_and_heartbeat_parse_to_nothing() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 
 from sse_fast import Event, EventParser, Hub, InvalidEventError, ServerSentEvent
 from sse_fast.hub import OFFLINE, RESET_EVENT, SLOW_CONSUMER, WRITE_ERROR, Subscriber
-from sse_fast.stores import MemoryStore, SQLiteStore
+from sse_fast.stores import MemoryStore, SQLiteStore, Store
 from test_stores import FakeClock
 
+T = TypeVar("T")
 
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(asyncio.wait_for(coro_fn(), 30))
 
 
@@ -40,6 +42,7 @@ class Connection:
     # SubscriberSink
     def write(self, data: bytes) -> None:
         if self.fail_next:
+            assert self.sub is not None  # set only after open()
             asyncio.get_running_loop().call_soon(self.hub.write_failed, self.sub, OSError("reset"))
             return
         self.writes.append(data)
@@ -77,7 +80,7 @@ async def settle() -> None:
 # ------------------------------------------------------------------ fan-out
 
 
-def test_each_event_is_encoded_once_and_shared_by_every_subscriber():
+def test_each_event_is_encoded_once_and_shared_by_every_subscriber() -> None:
     async def main() -> None:
         hub = Hub()
         await hub.start()
@@ -93,7 +96,7 @@ def test_each_event_is_encoded_once_and_shared_by_every_subscriber():
     run(main)
 
 
-def test_a_busy_subscriber_gets_everything_pending_in_one_write():
+def test_a_busy_subscriber_gets_everything_pending_in_one_write() -> None:
     async def main() -> None:
         hub = Hub()
         await hub.start()
@@ -118,7 +121,7 @@ def test_a_busy_subscriber_gets_everything_pending_in_one_write():
     run(main)
 
 
-def test_unicast_and_broadcast_keep_push_order_per_subscriber():
+def test_unicast_and_broadcast_keep_push_order_per_subscriber() -> None:
     async def main() -> None:
         hub = Hub()
         await hub.start()
@@ -141,7 +144,7 @@ def test_unicast_and_broadcast_keep_push_order_per_subscriber():
     run(main)
 
 
-def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent():
+def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent() -> None:
     async def main() -> None:
         hub = Hub()
         await hub.start()
@@ -149,7 +152,7 @@ def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent():
         with pytest.raises(InvalidEventError, match=r"^events\[1\]\.event"):
             await hub.push([Event("ok", 1), Event("bad\ntype", 2)])
         with pytest.raises(InvalidEventError, match=r"^uids\[0\]"):
-            await hub.push(Event("ok", 1), [3])  # type: ignore[list-item]
+            await hub.push(Event("ok", 1), [3])  # type: ignore[list-item]  # the wrong type is the test
         with pytest.raises(InvalidEventError, match=r"^events\[0\]\.data"):
             await hub.push(Event("ok", object()))
         with pytest.raises(ValueError, match=r"^events"):
@@ -164,7 +167,7 @@ def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent():
 # ----------------------------------------------------------------- failures
 
 
-def test_push_failed_callback_reasons():
+def test_push_failed_callback_reasons() -> None:
     async def main() -> None:
         failures: list[tuple[str, str, str]] = []
 
@@ -196,7 +199,7 @@ def test_push_failed_callback_reasons():
     run(main)
 
 
-def test_heartbeat_sweep_writes_to_quiet_subscribers_and_drops_stalled_ones():
+def test_heartbeat_sweep_writes_to_quiet_subscribers_and_drops_stalled_ones() -> None:
     async def main() -> None:
         clock = FakeClock()
         hub = Hub(heartbeat=15, stall_timeout=60, clock=clock)
@@ -223,7 +226,7 @@ def test_heartbeat_sweep_writes_to_quiet_subscribers_and_drops_stalled_ones():
 # ------------------------------------------------------------------ resend
 
 
-def _stores(tmp_path: Path) -> dict[str, Callable[[], Any]]:
+def _stores(tmp_path: Path) -> dict[str, Callable[[], Store]]:
     return {
         "memory": lambda: MemoryStore(),
         "sqlite": lambda: SQLiteStore(str(tmp_path / "hub.db")),
@@ -231,7 +234,7 @@ def _stores(tmp_path: Path) -> dict[str, Callable[[], Any]]:
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_replay_sends_what_a_user_may_see_after_its_id(tmp_path, kind):
+def test_replay_sends_what_a_user_may_see_after_its_id(tmp_path: Path, kind: str) -> None:
     async def main() -> None:
         hub = Hub(store=_stores(tmp_path)[kind]())
         await hub.start()
@@ -254,7 +257,7 @@ def test_replay_sends_what_a_user_may_see_after_its_id(tmp_path, kind):
     ("last_id", "reason"),
     [("garbage", "malformed_id"), ("zzzzzzzz-1", "unknown_epoch"), ("", "malformed_id")],
 )
-def test_unresumable_ids_get_a_reset_event_then_everything_retained(last_id, reason):
+def test_unresumable_ids_get_a_reset_event_then_everything_retained(last_id: str, reason: str) -> None:
     async def main() -> None:
         hub = Hub(store=MemoryStore())
         await hub.start()
@@ -269,7 +272,7 @@ def test_unresumable_ids_get_a_reset_event_then_everything_retained(last_id, rea
     run(main)
 
 
-def test_an_id_older_than_retention_gets_reset_expired():
+def test_an_id_older_than_retention_gets_reset_expired() -> None:
     async def main() -> None:
         hub = Hub(store=MemoryStore(max_events=3))
         await hub.start()
@@ -283,7 +286,7 @@ def test_an_id_older_than_retention_gets_reset_expired():
     run(main)
 
 
-def test_replay_streams_page_by_page_and_survives_ring_overflow():
+def test_replay_streams_page_by_page_and_survives_ring_overflow() -> None:
     async def main() -> None:
         hub = Hub(store=MemoryStore(max_events=100_000), ring_frames=8, replay_page=10)
         await hub.start()
@@ -308,7 +311,7 @@ def test_replay_streams_page_by_page_and_survives_ring_overflow():
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 120))
-def test_seam_property_random_push_disconnect_reconnect(seed, steps):
+def test_seam_property_random_push_disconnect_reconnect(seed: int, steps: int) -> None:
     """Whatever the interleaving, each user ends with exactly its events, once, in order."""
 
     async def main() -> None:

@@ -61,7 +61,11 @@ class WipeableStore:
         # Resolved from the loop, as the real stores' writers do: in order, but
         # other tasks (a store check that finds a wipe) may run before the caller resumes.
         done: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_soon(lambda: done.cancelled() or done.set_result(stored))
+        def resolve() -> None:
+            if not done.cancelled():
+                done.set_result(stored)
+
+        asyncio.get_running_loop().call_soon(resolve)
         return await done
 
     async def list_after(self, uid: str, after_seq: int, **kw: Any) -> list[StoredEvent]:
@@ -124,7 +128,7 @@ def test_connected_subscribers_get_every_accepted_event_across_lost_histories(se
         # replayed, which a new history (seqs from 1) must not be filtered by.
         conns = {u: await Connection(hub, u).open(last_event_id=first[1][0]) for u in users}
         expected: dict[str, list[str]] = {u: ["init2", "init3", "init4"] for u in users}
-        pushes: list[tuple[asyncio.Future[list[str]], str, list[str]]] = []
+        pushes: list[tuple[asyncio.Task[list[str]], str, list[str]]] = []
         checks: list[asyncio.Future[None]] = []
 
         for n in range(steps):

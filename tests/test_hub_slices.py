@@ -224,10 +224,8 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
                 task = asyncio.ensure_future(hub.push(Event("e", n), targets))
                 pushes.append((task, str(n), targets or users))
                 tasks.append(task)
-            elif action < 0.75 and live[uid] is not None and live[uid].sub is not None:  # type: ignore[union-attr]
+            elif action < 0.75 and (conn := live[uid]) is not None and conn.sub is not None:
                 harvest(uid)
-                conn = live[uid]
-                assert conn is not None
                 conn.drop()
                 live[uid] = None
             elif live[uid] is None:
@@ -240,11 +238,11 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         # Concurrent pushes are numbered in the order the store took them, and
         # delivered in that order: expect them by id, not by when they were made.
         by_seq: list[tuple[int, str, list[str]]] = []
-        for task, data, targets in pushes:
-            if task.exception() is None:
-                by_seq.append((int(task.result()[0].rpartition("-")[2]), data, targets))
+        for pushed, data, targets in pushes:
+            if pushed.exception() is None:
+                by_seq.append((int(pushed.result()[0].rpartition("-")[2]), data, targets))
             else:  # refused as overloaded: nothing of it may arrive
-                assert isinstance(task.exception(), HubOverloadedError)
+                assert isinstance(pushed.exception(), HubOverloadedError)
         for _, data, targets in sorted(by_seq):
             for u in targets:
                 expected[u].append(data)

@@ -8,22 +8,42 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import wait_until
+from conftest import Serve, Subscribe, wait_until
 
 pytestmark = pytest.mark.foreign_server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 SERVERS = {
-    "granian": [sys.executable, "-m", "granian", "--interface", "asgi", "--working-dir", str(EXAMPLES),
-                "--log-level", "warning", "starlette_app:app"],
-    "uvicorn": [sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "--log-level", "warning",
-                "starlette_app:app"],
+    "granian": [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--working-dir",
+        str(EXAMPLES),
+        "--log-level",
+        "warning",
+        "starlette_app:app",
+    ],
+    "uvicorn": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(EXAMPLES),
+        "--log-level",
+        "warning",
+        "starlette_app:app",
+    ],
 }
 
 
 @pytest.mark.parametrize("server_name", sorted(SERVERS))
-def test_application_routes_push_through_the_mounted_hub(serve, subscribe, server_name):
+def test_application_routes_push_through_the_mounted_hub(
+    serve: Serve, subscribe: Subscribe, server_name: str
+) -> None:
     server = serve(command=SERVERS[server_name])
     alice = subscribe(f"{server.url}/sse/events?uid=alice")
     bob = subscribe(f"{server.url}/sse/events?uid=bob")
@@ -50,7 +70,7 @@ def test_application_routes_push_through_the_mounted_hub(serve, subscribe, serve
 
 
 @pytest.mark.parametrize("server_name", sorted(SERVERS))
-def test_a_gone_client_is_forgotten_at_once(serve, server_name):
+def test_a_gone_client_is_forgotten_at_once(serve: Serve, server_name: str) -> None:
     import socket
 
     server = serve(command=SERVERS[server_name])

@@ -3,6 +3,8 @@
 Everything the two engines share (routes, auth, resend, shutdown) is tested
 on both by the other end-to-end modules; these tests are about what the
 native engine does itself, over raw sockets where byte-level behaviour counts.
+Tests that need no option of their own share one server (``shared_serve``),
+each with uids of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import httptools
 import httpx
 import pytest
 
-from conftest import HOST, ServerProcess, wait_until
+from conftest import HOST, Serve, ServerProcess, SharedServe, Subscribe, unique_uid, wait_until
 from sse_fast.engines.native.wire import LAST_CHUNK, chunk, encode_head
 
 pytestmark = pytest.mark.engines("native")
@@ -71,6 +73,16 @@ def closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
+def shared(shared_serve: SharedServe) -> ServerProcess:
+    """This module's shared server: no history, every other option the default."""
+    return shared_serve("--store", "none")
+
+
+def unicast(uid: str, event: str, data: int) -> bytes:
+    """A /push body for one event to ``uid``."""
+    return b'{"uids":["%s"],"events":[{"event":"%s","data":%d}]}' % (uid.encode(), event.encode(), data)
+
+
 def push_request(body: bytes, extra: str = "") -> bytes:
     return (
         f"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
@@ -81,7 +93,7 @@ def push_request(body: bytes, extra: str = "") -> bytes:
 # ------------------------------------------------------------------ wire
 
 
-def test_chunk_framing_and_heads_are_byte_exact():
+def test_chunk_framing_and_heads_are_byte_exact() -> None:
     assert chunk(b"abc") == b"3\r\nabc\r\n"
     assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
     assert LAST_CHUNK == b"0\r\n\r\n"
@@ -90,10 +102,10 @@ def test_chunk_framing_and_heads_are_byte_exact():
     )
 
 
-def test_stream_is_chunked_on_the_wire(serve):
-    server = serve("--store", "none")
+def test_stream_is_chunked_on_the_wire(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
-    sock.sendall(b"GET /events?uid=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(f"GET /events?uid={unique_uid()} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     data = b""
     while not data.endswith(chunk(HEARTBEAT)):
         data += sock.recv(4096)
@@ -104,10 +116,10 @@ def test_stream_is_chunked_on_the_wire(serve):
     sock.close()
 
 
-def test_http_1_0_client_gets_a_close_delimited_stream(serve):
-    server = serve("--store", "none")
+def test_http_1_0_client_gets_a_close_delimited_stream(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
-    sock.sendall(b"GET /events?uid=1 HTTP/1.0\r\n\r\n")
+    sock.sendall(f"GET /events?uid={unique_uid()} HTTP/1.0\r\n\r\n".encode())
     data = b""
     while not data.endswith(HEARTBEAT):
         data += sock.recv(4096)
@@ -120,7 +132,7 @@ def test_http_1_0_client_gets_a_close_delimited_stream(serve):
 # ----------------------------------------------------------------- limits
 
 
-def test_slowloris_client_is_closed_after_the_header_timeout(serve, subscribe):
+def test_slowloris_client_is_closed_after_the_header_timeout(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--header-timeout", "0.5")
     trickling = connect(server)
     trickling.sendall(b"GET /events?uid=slow HTTP/1.1\r\nHost: x\r\n")
@@ -140,7 +152,7 @@ def test_slowloris_client_is_closed_after_the_header_timeout(serve, subscribe):
     assert server.stats()["connections"] == 1
 
 
-def test_idle_keep_alive_connection_is_closed_after_its_timeout(serve):
+def test_idle_keep_alive_connection_is_closed_after_its_timeout(serve: Serve) -> None:
     server = serve("--store", "none", "--keep-alive-timeout", "0.5")
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -149,14 +161,16 @@ def test_idle_keep_alive_connection_is_closed_after_its_timeout(serve):
     assert closed_by_server(sock)
 
 
-def test_oversized_headers_are_431(serve):
-    server = serve("--store", "none")
+def test_oversized_headers_are_431(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
     [(status, headers, body)] = Responses(sock).read(1)
     assert status == 431
     assert httpx.Response(200, content=body).json() == {
-        "code": 431, "msg": "headers: larger than 32768 bytes", "data": {},
+        "code": 431,
+        "msg": "headers: larger than 32768 bytes",
+        "data": {},
     }
     assert headers[b"connection"] == b"close"
     assert closed_by_server(sock)
@@ -167,8 +181,8 @@ def test_oversized_headers_are_431(serve):
     assert status == 431 and b"headers: more than 100" in body
 
 
-def test_a_header_that_never_ends_is_431_not_buffered(serve):
-    server = serve("--store", "none")
+def test_a_header_that_never_ends_is_431_not_buffered(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Endless: ")
     with pytest.raises(OSError):  # the server answers and closes while we are still sending
@@ -179,8 +193,8 @@ def test_a_header_that_never_ends_is_431_not_buffered(serve):
     assert status == 431
 
 
-def test_malformed_request_is_400_and_closed(serve):
-    server = serve("--store", "none")
+def test_malformed_request_is_400_and_closed(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     sock.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
     [(status, _, body)] = Responses(sock).read(1)
@@ -191,30 +205,34 @@ def test_malformed_request_is_400_and_closed(serve):
 # ------------------------------------------------------- connection reuse
 
 
-def test_keep_alive_serves_several_pushes_on_one_connection(serve, subscribe):
-    server = serve("--store", "none")
-    reader = subscribe(f"{server.url}/events?uid=k")
-    wait_until(lambda: server.stats()["connections"] == 1)
+def test_keep_alive_serves_several_pushes_on_one_connection(
+    shared_serve: SharedServe, subscribe: Subscribe
+) -> None:
+    server = shared(shared_serve)
+    uid = unique_uid()
+    reader = subscribe(f"{server.url}/events?uid={uid}")
+    reader.wait_subscribed()
     sock = connect(server)
     responses = Responses(sock)
     for n in range(3):
-        sock.sendall(push_request(b'{"uids":["k"],"events":[{"event":"n","data":%d}]}' % n))
+        sock.sendall(push_request(unicast(uid, "n", n)))
         status, headers, _ = responses.read(n + 1)[n]
         assert status == 200 and b"connection" not in headers
     assert [e.data for e in reader.wait_events(3)] == ["0", "1", "2"]
     sock.close()
 
 
-def test_pipelined_requests_are_answered_in_order(serve, subscribe):
-    server = serve("--store", "none")
-    reader = subscribe(f"{server.url}/events?uid=p")
-    wait_until(lambda: server.stats()["connections"] == 1)
+def test_pipelined_requests_are_answered_in_order(shared_serve: SharedServe, subscribe: Subscribe) -> None:
+    server = shared(shared_serve)
+    uid = unique_uid()
+    reader = subscribe(f"{server.url}/events?uid={uid}")
+    reader.wait_subscribed()
     sock = connect(server)
     sock.sendall(
-        push_request(b'{"uids":["p"],"events":[{"event":"first","data":1}]}')
+        push_request(unicast(uid, "first", 1))
         + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
         + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-        + push_request(b'{"uids":["p"],"events":[{"event":"second","data":2}]}')
+        + push_request(unicast(uid, "second", 2))
     )
     answers = Responses(sock).read(4)
     assert [status for status, _, _ in answers] == [200, 404, 200, 200]
@@ -223,7 +241,7 @@ def test_pipelined_requests_are_answered_in_order(serve, subscribe):
     sock.close()
 
 
-def test_chunked_request_body_is_decoded(serve, subscribe):
+def test_chunked_request_body_is_decoded(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--max-body", "2000")
     reader = subscribe(f"{server.url}/events?uid=c")
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -249,8 +267,8 @@ def test_chunked_request_body_is_decoded(serve, subscribe):
     assert status == 413 and b"body" in body413
 
 
-def test_expect_100_continue_is_honoured(serve):
-    server = serve("--store", "none")
+def test_expect_100_continue_is_honoured(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     sock = connect(server)
     body = b'{"events":[{"event":"x","data":1}]}'
     head = b"POST /push HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
@@ -264,7 +282,9 @@ def test_expect_100_continue_is_honoured(serve):
 # ------------------------------------------------------------- backpressure
 
 
-def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(serve, subscribe):
+def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(
+    serve: Serve, subscribe: Subscribe
+) -> None:
     """No ring overflow here (4096 frames): only the transport's pause keeps the subscriber busy.
 
     Were the sink to report ready while its transport is paused, the
@@ -284,7 +304,7 @@ def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(serve, s
     wait_until(lambda: server.stats()["slow_consumers"] == 1, timeout=15)
     stats = server.stats()
     assert stats["connections"] == 1
-    assert stats["ring"]["frames"] <= 12  # type: ignore[index]
+    assert stats["ring"]["frames"] <= 12
     stuck.close()
 
 
@@ -292,11 +312,12 @@ def test_a_stuck_client_is_held_busy_by_the_high_water_mark_and_dropped(serve, s
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_curl_reads_the_stream_to_its_clean_end(serve):
+def test_curl_reads_the_stream_to_its_clean_end(serve: Serve) -> None:
     server = serve("--store", "none")
     curl = subprocess.Popen(
         ["curl", "-N", "-s", "-S", "--max-time", "30", f"{server.url}/events?uid=curl"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_until(lambda: server.stats()["connections"] == 1)
@@ -315,11 +336,12 @@ def test_curl_reads_the_stream_to_its_clean_end(serve):
     )
 
 
-def test_httpx_reads_the_stream_and_its_clean_end(serve):
+def test_httpx_reads_the_stream_and_its_clean_end(serve: Serve) -> None:
     server = serve("--store", "none")
-    with httpx.Client(timeout=httpx.Timeout(10.0, read=30.0)) as client, client.stream(
-        "GET", f"{server.url}/events?uid=h"
-    ) as response:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0, read=30.0)) as client,
+        client.stream("GET", f"{server.url}/events?uid=h") as response,
+    ):
         assert response.headers["transfer-encoding"] == "chunked"
         assert response.headers["content-type"].startswith("text/event-stream")
         chunks = response.iter_raw()

@@ -26,8 +26,21 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 _ARTEFACTS = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "__pycache__", "*.so", "*.pyd", "_core.c",
-    ".hypothesis", ".benchmarks", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv*", "*.db*",
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "*.so",
+    "*.pyd",
+    "_core.c",
+    ".hypothesis",
+    ".benchmarks",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".venv*",
+    "*.db*",
 )
 
 

@@ -56,7 +56,7 @@ def reference_parse(stream: bytes, last_event_id: str = "") -> ReferenceResult:
     ``ServerSentEvent`` carries is tracked, so whole events can be compared.
     """
     if stream.startswith(BOM):
-        stream = stream[len(BOM):]
+        stream = stream[len(BOM) :]
     text = stream.decode("utf-8", "replace")
     lines = re.split(r"\r\n|\r|\n", text)
     lines.pop()  # what follows the last line end: not (yet) a line
@@ -229,7 +229,7 @@ def test_feed_accepts_bytearray_and_memoryview() -> None:
 
 def test_feed_rejects_text() -> None:
     with pytest.raises(TypeError):
-        EventParser().feed("data: x\n\n")  # type: ignore[arg-type]
+        EventParser().feed("data: x\n\n")  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_many_lines_in_one_chunk_with_every_line_end() -> None:
@@ -326,9 +326,20 @@ def test_retry_in_a_block_without_data_sets_reconnection_time_only() -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        b"retry", b"retry:", b"retry: ", b"retry:  ", b"retry: 10 ", b"retry:  10", b"retry: 1.5",
-        b"retry: -1", b"retry: +1", b"retry: 1e3", b"retry: one thousand",
-        "retry: \u0661".encode(), "retry: \uff11".encode(), b"retry: 1\x00",
+        b"retry",
+        b"retry:",
+        b"retry: ",
+        b"retry:  ",
+        b"retry: 10 ",
+        b"retry:  10",
+        b"retry: 1.5",
+        b"retry: -1",
+        b"retry: +1",
+        b"retry: 1e3",
+        b"retry: one thousand",
+        "retry: \u0661".encode(),
+        "retry: \uff11".encode(),
+        b"retry: 1\x00",
     ],
 )
 def test_retry_not_all_ascii_digits_is_ignored(line: bytes) -> None:
@@ -465,7 +476,7 @@ def test_multibyte_character_split_across_chunks(cut: int) -> None:
 
 def test_multibyte_character_split_byte_by_byte() -> None:
     stream = "event: ünïcödé\ndata: 日本語\n\n".encode()
-    assert parse(*[stream[i:i + 1] for i in range(len(stream))]) == [ev("日本語", "ünïcödé")]
+    assert parse(*[stream[i : i + 1] for i in range(len(stream))]) == [ev("日本語", "ünïcödé")]
 
 
 def test_nul_in_data_is_kept() -> None:
@@ -490,7 +501,7 @@ def test_reference_parser_on_webkit_style_stream() -> None:
         b"id: 1\ndata: id is 1\n\n"
         b"data: id is still 1\n\n"
         b"id\ndata: no id\n\n"
-        b"event: open\ndata: a message event with the name \"open\"\n\n"
+        b'event: open\ndata: a message event with the name "open"\n\n'
         b"data: a line ending with crlf\r\ndata: a line with a : (colon)\ndata: a line ending with cr\r\r"
         b"retry: 10000\n: reconnection time set to 10 seconds\n\n"
         b"retry: one thousand\n: ignored invalid reconnection time value\n\n"
@@ -575,7 +586,7 @@ def test_chunk_split_invariance(stream: bytes, data: st.DataObject, last_event_i
 @settings(max_examples=400, deadline=None)
 @given(stream=sse_stream(), last_event_id=_last_ids)
 def test_byte_by_byte_equals_whole(stream: bytes, last_event_id: str) -> None:
-    chunks = [stream[i:i + 1] for i in range(len(stream))]
+    chunks = [stream[i : i + 1] for i in range(len(stream))]
     assert compiled_parse(chunks, last_event_id) == compiled_parse([stream], last_event_id)
 
 
@@ -595,7 +606,7 @@ def test_matches_reference_parser_on_arbitrary_bytes(stream: bytes) -> None:
 # ------------------------------------------------------------ size limit
 
 
-def test_an_event_past_max_event_size_raises_and_the_parser_recovers():
+def test_an_event_past_max_event_size_raises_and_the_parser_recovers() -> None:
     from sse_fast.errors import EventTooLargeError
 
     parser = EventParser(max_event_size=100)
@@ -608,7 +619,7 @@ def test_an_event_past_max_event_size_raises_and_the_parser_recovers():
     assert [e.data for e in parser.feed(b"\n\ndata: ok\n\n")] == ["ok"]
 
 
-def test_max_event_size_zero_means_no_limit():
+def test_max_event_size_zero_means_no_limit() -> None:
     parser = EventParser(max_event_size=0)
     assert parser.feed(b"data: " + b"x" * 100_000 + b"\n\n")[0].data == "x" * 100_000
     with pytest.raises(ValueError, match="max_event_size"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
-from conftest import accepts_connections, wait_until
+from conftest import Serve, Subscribe, accepts_connections, wait_until
 
 
 def _group_alive(pgid: int) -> bool:
@@ -17,16 +18,17 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_sigkill_of_the_server_pid_leaves_no_worker_listening(serve, subscribe):
+def test_sigkill_of_the_server_pid_leaves_no_worker_listening(serve: Serve, subscribe: Subscribe) -> None:
     """A supervisor kills the pid it knows (not the group) and starts a new server on the port."""
     server = serve("--store", "none")
-    assert server.proc is not None
+    proc = server.proc
+    assert proc is not None
     reader = subscribe(f"{server.url}/events?uid=7")
     wait_until(lambda: server.stats()["connections"] == 1)
 
-    os.kill(server.proc.pid, signal.SIGKILL)  # only the main process, as a supervisor would
-    server.proc.wait(5)
-    wait_until(lambda: not _group_alive(server.proc.pid), timeout=15)  # type: ignore[union-attr]
+    os.kill(proc.pid, signal.SIGKILL)  # only the main process, as a supervisor would
+    proc.wait(5)
+    wait_until(lambda: not _group_alive(proc.pid), timeout=15)
     assert not accepts_connections(server.port)
     assert reader.ended.wait(5)  # the worker's streams ended with it
 
@@ -39,7 +41,7 @@ def test_sigkill_of_the_server_pid_leaves_no_worker_listening(serve, subscribe):
     assert replacement.stats()["connections"] == 1
 
 
-def test_a_worker_whose_parent_is_already_gone_stops_at_once(tmp_path):
+def test_a_worker_whose_parent_is_already_gone_stops_at_once(tmp_path: Path) -> None:
     """The watch notices a parent that died before it started (a race at start-up)."""
     import subprocess
     import sys

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,8 @@ URL = "http://example.test/events"
 LOST = ConnectionLostError("dropped")
 
 
-def policy(**kw: object) -> ReconnectPolicy:
-    return ReconnectPolicy(**kw, rand=lambda: 0.0)  # type: ignore[arg-type]
+def policy(**kw: Any) -> ReconnectPolicy:
+    return ReconnectPolicy(**kw, rand=lambda: 0.0)
 
 
 def fail(p: ReconnectPolicy, error: Exception = LOST) -> float:

@@ -20,7 +20,16 @@ import httpx
 import pytest
 import redis
 
-from conftest import HOST, ServerProcess, StreamReader, accepts_connections, free_port, wait_until
+from conftest import (
+    HOST,
+    Serve,
+    ServerProcess,
+    StreamReader,
+    Subscribe,
+    accepts_connections,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -117,7 +126,9 @@ def epoch_of(event_id: str) -> str:
     return event_id.rpartition("-")[0]
 
 
-def test_flushall_starts_a_new_history_and_tells_subscribers(serve, subscribe, own_redis):
+def test_flushall_starts_a_new_history_and_tells_subscribers(
+    serve: Serve, subscribe: Subscribe, own_redis: RedisServer
+) -> None:
     server = serve("--store", own_redis.url, "--heartbeat", "1")
     live: StreamReader = subscribe(f"{server.url}/events?uid=1")
     old_id = push_until_accepted(server, 1)
@@ -146,7 +157,9 @@ def test_flushall_starts_a_new_history_and_tells_subscribers(serve, subscribe, o
     assert server.stats()["histories_lost"] == 1
 
 
-def test_a_push_finds_the_lost_history_itself(serve, subscribe, own_redis):
+def test_a_push_finds_the_lost_history_itself(
+    serve: Serve, subscribe: Subscribe, own_redis: RedisServer
+) -> None:
     """Flushed and pushed at once, before the hub's own check: the push still succeeds."""
     server = serve("--store", own_redis.url)
     live = subscribe(f"{server.url}/events?uid=1")
@@ -161,7 +174,9 @@ def test_a_push_finds_the_lost_history_itself(serve, subscribe, own_redis):
     assert events[2].id == new_id
 
 
-def test_redis_down_is_503_with_retry_after_and_streams_stay_heartbeated(serve, subscribe, own_redis):
+def test_redis_down_is_503_with_retry_after_and_streams_stay_heartbeated(
+    serve: Serve, subscribe: Subscribe, own_redis: RedisServer
+) -> None:
     server = serve("--store", own_redis.url, "--heartbeat", "1")
     live = subscribe(f"{server.url}/events?uid=1")
     push_until_accepted(server, 1)
@@ -184,7 +199,7 @@ def test_redis_down_is_503_with_retry_after_and_streams_stay_heartbeated(serve, 
     wait_until(lambda: live.comments >= beats + 2, timeout=10)
     assert not live.ended.is_set()
     stats = server.stats()
-    assert stats["store"] == {"available": False, "error": stats["store"]["error"]}  # type: ignore[index]
+    assert stats["store"] == {"available": False, "error": stats["store"]["error"]}
     assert stats["store_unavailable"] >= 1
 
     own_redis.start()  # same port, empty: the history is lost as well
@@ -195,7 +210,7 @@ def test_redis_down_is_503_with_retry_after_and_streams_stay_heartbeated(serve, 
     assert events[2].id == new_id
 
 
-def test_a_hung_redis_answers_503_in_bounded_time(serve, own_redis):
+def test_a_hung_redis_answers_503_in_bounded_time(serve: Serve, own_redis: RedisServer) -> None:
     """SIGSTOPped: connections open but nothing answers; the client's timeouts decide."""
     server = serve("--store", own_redis.url)
     push_until_accepted(server, 1)
@@ -212,7 +227,9 @@ def test_a_hung_redis_answers_503_in_bounded_time(serve, own_redis):
     push_until_accepted(server, 3)
 
 
-def test_an_unexpected_store_error_is_a_json_500_and_the_next_push_works(serve, subscribe, own_redis):
+def test_an_unexpected_store_error_is_a_json_500_and_the_next_push_works(
+    serve: Serve, subscribe: Subscribe, own_redis: RedisServer
+) -> None:
     """A fault of ours (here: a key of the wrong type under our prefix) is a 5xx in the JSON format."""
     server = serve("--store", own_redis.url)
     live = subscribe(f"{server.url}/events?uid=1")

@@ -67,7 +67,8 @@ def node_max_entries(url: str) -> int:
     entries beyond ``max_events`` may stay."""
     admin = redis.Redis.from_url(url, decode_responses=True)
     try:
-        return int(admin.config_get("stream-node-max-entries")["stream-node-max-entries"])
+        config = admin.config_get("stream-node-max-entries")
+        return int(config["stream-node-max-entries"] or 100)
     except redis.RedisError:
         return 100  # the default, when CONFIG is not allowed
     finally:
@@ -247,8 +248,12 @@ class InterleavingProxy:
                     swriter.write(b"".join(commands[:cut]))
                     await swriter.drain()
                     sent += cut
+
+                    def caught_up(want: int = sent) -> bool:
+                        return answered >= want
+
                     async with progress:
-                        await progress.wait_for(lambda want=sent: answered >= want)
+                        await progress.wait_for(caught_up)
                     await self.between()
                     commands = commands[cut:]
                 swriter.write(b"".join(commands))
@@ -263,7 +268,7 @@ class InterleavingProxy:
 def test_list_after_reads_both_indexes_atomically(redis_url: str, prefix: str) -> None:
     """A save landing between the user-index read and the broadcast-index read must not hide
     its unicast: list_after returns the unicast and the broadcast, or neither."""
-    target = redis.connection.parse_url(redis_url)
+    target = redis.connection.parse_url(redis_url)  # type: ignore[no-untyped-call]  # unannotated in redis-py
     port, db = int(target.get("port", 6379)), int(target.get("db", 0))
     assert target.get("host", "127.0.0.1") in ("127.0.0.1", "localhost"), "the proxy targets loopback"
 

@@ -142,9 +142,9 @@ def test_bad_limits_are_rejected_naming_the_argument(kwargs: dict[str, int]) -> 
 def test_append_rejects_non_bytes() -> None:
     ring = FanoutRing(4)
     with pytest.raises(TypeError):
-        ring.append("text")  # type: ignore[arg-type]
+        ring.append("text")  # type: ignore[arg-type]  # the wrong type is the test
     with pytest.raises(TypeError):
-        ring.append(bytearray(b"x"))  # type: ignore[arg-type]
+        ring.append(bytearray(b"x"))  # type: ignore[arg-type]  # the wrong type is the test
     assert ring.head == 0
 
 

@@ -1,15 +1,30 @@
-"""End to end: a real ``sse-fast serve`` (granian) process, real sockets, exact wire bytes."""
+"""End to end: a real ``sse-fast serve`` process on each engine, real sockets, exact wire bytes.
+
+Tests that only push and read share one server per engine (``shared_serve``,
+each with uids of its own); those that need options, stop the server or read
+its connection and user counts start their own (``serve``).
+"""
 
 from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from conftest import HOST, ServerProcess, nothing_else_arrived, wait_until
+from conftest import (
+    HOST,
+    Serve,
+    ServerProcess,
+    SharedServe,
+    Subscribe,
+    nothing_else_arrived,
+    unique_uid,
+    wait_until,
+)
 
 HEARTBEAT = b": heartbeat\n\n"
 
@@ -18,12 +33,18 @@ def events_url(server: ServerProcess, query: str) -> str:
     return f"{server.url}/events?{query}"
 
 
+def shared(shared_serve: SharedServe) -> ServerProcess:
+    """This module's shared server: no history, every other option the default."""
+    return shared_serve("--store", "none")
+
+
 # ----------------------------------------------------------------- delivery
 
 
-def test_unicast_arrives_as_exact_wire_bytes(serve, subscribe):
-    server = serve("--store", "none")
-    reader = subscribe(events_url(server, "uid=42"))
+def test_unicast_arrives_as_exact_wire_bytes(shared_serve: SharedServe, subscribe: Subscribe) -> None:
+    server = shared(shared_serve)
+    uid = unique_uid()
+    reader = subscribe(events_url(server, f"uid={uid}"))
     assert reader.status == 200
     assert reader.response_headers is not None
     assert reader.response_headers["content-type"].startswith("text/event-stream")
@@ -31,7 +52,7 @@ def test_unicast_arrives_as_exact_wire_bytes(serve, subscribe):
     assert reader.response_headers["x-accel-buffering"] == "no"
     wait_until(lambda: bytes(reader.raw) == HEARTBEAT)
 
-    answer = server.push([{"event": "greeting", "data": {"hello": "world"}}], uids=["42"])
+    answer = server.push([{"event": "greeting", "data": {"hello": "world"}}], uids=[uid])
     assert answer.status_code == 200
     body = answer.json()
     assert body["code"] == 0 and body["msg"] == "ok"
@@ -42,14 +63,18 @@ def test_unicast_arrives_as_exact_wire_bytes(serve, subscribe):
     assert bytes(reader.raw) == HEARTBEAT + expected
 
 
-def test_broadcast_reaches_everyone_and_unicast_only_its_user(serve, subscribe):
-    server = serve("--store", "none")
-    alice = subscribe(events_url(server, "uid=alice"))
-    bob = subscribe(events_url(server, "uid=bob"))
-    wait_until(lambda: server.stats()["connections"] == 2)
+def test_broadcast_reaches_everyone_and_unicast_only_its_user(
+    shared_serve: SharedServe, subscribe: Subscribe
+) -> None:
+    server = shared(shared_serve)
+    alice_uid = unique_uid("alice")
+    alice = subscribe(events_url(server, f"uid={alice_uid}"))
+    bob = subscribe(events_url(server, f"uid={unique_uid('bob')}"))
+    alice.wait_subscribed()
+    bob.wait_subscribed()
 
     server.push([{"event": "all", "data": 1}])
-    server.push([{"event": "for-alice", "data": 2}], uids=["alice"])
+    server.push([{"event": "for-alice", "data": 2}], uids=[alice_uid])
     server.push([{"event": "all", "data": 3}])
 
     expected = [("all", "1"), ("for-alice", "2"), ("all", "3")]
@@ -59,7 +84,7 @@ def test_broadcast_reaches_everyone_and_unicast_only_its_user(serve, subscribe):
     assert len(bob.received()) == 2
 
 
-def test_every_connection_of_a_user_receives_its_events(serve, subscribe):
+def test_every_connection_of_a_user_receives_its_events(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     tabs = [subscribe(events_url(server, "uid=7")) for _ in range(3)]
     other = subscribe(events_url(server, "uid=8"))
@@ -73,21 +98,25 @@ def test_every_connection_of_a_user_receives_its_events(serve, subscribe):
     assert other.received() == []
 
 
-def test_multicast_to_several_users_in_one_push(serve, subscribe):
-    server = serve("--store", "none")
-    readers = {uid: subscribe(events_url(server, f"uid={uid}")) for uid in ("a", "b", "c")}
-    wait_until(lambda: server.stats()["connections"] == 3)
-    ids = server.push([{"event": "m", "data": 1}, {"event": "m", "data": 2}], uids=["a", "c"]).json()
+def test_multicast_to_several_users_in_one_push(shared_serve: SharedServe, subscribe: Subscribe) -> None:
+    server = shared(shared_serve)
+    uids = {name: unique_uid(name) for name in ("a", "b", "c")}
+    readers = {name: subscribe(events_url(server, f"uid={uid}")) for name, uid in uids.items()}
+    for reader in readers.values():
+        reader.wait_subscribed()
+    ids = server.push(
+        [{"event": "m", "data": 1}, {"event": "m", "data": 2}], uids=[uids["a"], uids["c"]]
+    ).json()
     assert len(ids["data"]["ids"]) == 2
-    for uid in ("a", "c"):
-        assert [e.data for e in readers[uid].wait_events(2)] == ["1", "2"]
-        assert [e.id for e in readers[uid].events] == ids["data"]["ids"]
+    for name in ("a", "c"):
+        assert [e.data for e in readers[name].wait_events(2)] == ["1", "2"]
+        assert [e.id for e in readers[name].events] == ids["data"]["ids"]
     nothing_else_arrived(server, readers["b"])
     assert readers["b"].received() == []
 
 
-def test_ids_are_strictly_increasing(serve):
-    server = serve("--store", "none")
+def test_ids_are_strictly_increasing(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     ids = []
     for n in range(5):
         ids += server.push([{"event": "n", "data": n}, {"event": "n", "data": -n}]).json()["data"]["ids"]
@@ -96,24 +125,26 @@ def test_ids_are_strictly_increasing(serve):
     assert len({i.rsplit("-", 1)[0] for i in ids}) == 1
 
 
-def test_event_type_filter_from_query_or_header(serve, subscribe):
-    server = serve("--store", "none")
-    by_query = subscribe(events_url(server, "uid=1&event_type=order"))
-    by_header = subscribe(events_url(server, "uid=1"), event_type="order")
-    everything = subscribe(events_url(server, "uid=1"))
-    wait_until(lambda: server.stats()["connections"] == 3)
+def test_event_type_filter_from_query_or_header(shared_serve: SharedServe, subscribe: Subscribe) -> None:
+    server = shared(shared_serve)
+    uid = unique_uid()
+    by_query = subscribe(events_url(server, f"uid={uid}&event_type=order"))
+    by_header = subscribe(events_url(server, f"uid={uid}"), event_type="order")
+    everything = subscribe(events_url(server, f"uid={uid}"))
+    for reader in (by_query, by_header, everything):
+        reader.wait_subscribed()
 
     server.push([{"event": "chat", "data": 1}, {"event": "order", "data": 2}])
-    server.push([{"event": "order", "data": 3}], uids=["1"])
+    server.push([{"event": "order", "data": 3}], uids=[uid])
     for reader in (by_query, by_header):
         assert [(e.event, e.data) for e in reader.wait_events(2)] == [("order", "2"), ("order", "3")]
     assert [e.event for e in everything.wait_events(3)] == ["chat", "order", "order"]
 
 
-def test_multiline_data_is_split_into_data_lines(serve, subscribe):
-    server = serve("--store", "none")
-    reader = subscribe(events_url(server, "uid=1"))
-    wait_until(lambda: server.stats()["connections"] == 1)
+def test_multiline_data_is_split_into_data_lines(shared_serve: SharedServe, subscribe: Subscribe) -> None:
+    server = shared(shared_serve)
+    reader = subscribe(events_url(server, f"uid={unique_uid()}"))
+    reader.wait_subscribed()
     server.push([{"event": "text", "data": {"s": "a\nb"}}])
     [event] = reader.wait_events(1)
     assert event.json() == {"s": "a\nb"}
@@ -123,7 +154,7 @@ def test_multiline_data_is_split_into_data_lines(serve, subscribe):
 # --------------------------------------------------------------- liveness
 
 
-def test_heartbeats_on_connect_and_after_silence(serve, subscribe):
+def test_heartbeats_on_connect_and_after_silence(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--heartbeat", "0.3")
     reader = subscribe(events_url(server, "uid=1"))
     wait_until(lambda: reader.raw.count(HEARTBEAT) >= 3, timeout=10)
@@ -131,7 +162,7 @@ def test_heartbeats_on_connect_and_after_silence(serve, subscribe):
     assert set(bytes(reader.raw).split(HEARTBEAT)) == {b""}
 
 
-def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve):
+def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve: Serve) -> None:
     server = serve("--store", "none", "--heartbeat", "0.5")
     sockets = []
     for uid in ("gone-1", "gone-2"):
@@ -146,7 +177,7 @@ def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve):
     assert server.stats()["users"] == 0
 
 
-def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve, subscribe):
+def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--ring-frames", "16", "--heartbeat", "1", "--max-body", "4000000")
     stuck = socket.socket()
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -164,7 +195,7 @@ def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve, subscribe):
     wait_until(lambda: server.stats()["slow_consumers"] >= 1, timeout=15)
     stats = server.stats()
     assert stats["connections"] == 1
-    assert stats["failed_by_reason"]["slow_consumer"] >= 1  # type: ignore[index]
+    assert stats["failed_by_reason"]["slow_consumer"] >= 1
     stuck.close()
     # Dropping it cancelled a send stuck in the server: that must leave the
     # process able to stop (on Python 3.10 it once raised and hung on SIGTERM).
@@ -195,10 +226,13 @@ def test_a_slow_consumer_is_dropped_and_others_keep_receiving(serve, subscribe):
         (b'{"events": [{"data": 1}, {"data": 2, "event": "x\\ny"}]}', "events[1].event"),
     ],
 )
-def test_bad_push_is_400_naming_the_field_and_delivers_nothing(serve, subscribe, body, field):
-    server = serve("--store", "none")
-    reader = subscribe(events_url(server, "uid=1"))
-    wait_until(lambda: server.stats()["connections"] == 1)
+def test_bad_push_is_400_naming_the_field_and_delivers_nothing(
+    shared_serve: SharedServe, subscribe: Subscribe, body: bytes, field: str
+) -> None:
+    server = shared(shared_serve)
+    reader = subscribe(events_url(server, f"uid={unique_uid()}"))
+    reader.wait_subscribed()
+    events_before = server.stats()["events"]  # only this test pushes while it runs
     answer = httpx.post(f"{server.url}/push", content=body, timeout=5)
     assert answer.status_code == 400
     reply = answer.json()
@@ -206,10 +240,10 @@ def test_bad_push_is_400_naming_the_field_and_delivers_nothing(serve, subscribe,
     assert reply["msg"].startswith(field), reply["msg"]
     server.push([{"event": "after", "data": 1}])
     assert [e.event for e in reader.wait_events(1)] == ["after"]
-    assert server.stats()["events"] == 1
+    assert server.stats()["events"] == events_before + 1
 
 
-def test_oversized_push_is_413(serve):
+def test_oversized_push_is_413(serve: Serve) -> None:
     server = serve("--store", "none", "--max-body", "1000")
     answer = server.push([{"event": "big", "data": "x" * 2000}])
     assert answer.status_code == 413
@@ -217,26 +251,30 @@ def test_oversized_push_is_413(serve):
     assert "body" in answer.json()["msg"]
 
 
-def test_unknown_route_and_wrong_method(serve):
-    server = serve("--store", "none")
+def test_unknown_route_and_wrong_method(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     assert httpx.get(f"{server.url}/nope").status_code == 404
     wrong = httpx.get(f"{server.url}/push")
     assert wrong.status_code == 405 and wrong.json()["msg"].startswith("method")
     assert httpx.post(f"{server.url}/events").status_code == 405
 
 
-def test_both_engines_match_routes_on_the_decoded_path(serve, subscribe):
+def test_both_engines_match_routes_on_the_decoded_path(
+    shared_serve: SharedServe, subscribe: Subscribe
+) -> None:
     """One route table: a percent-encoded /events is the subscribe route on either engine."""
-    server = serve("--store", "none")
-    reader = subscribe(f"{server.url}/%65vents?uid=encoded")
+    server = shared(shared_serve)
+    uid = unique_uid("encoded")
+    reader = subscribe(f"{server.url}/%65vents?uid={uid}")
     assert reader.status == 200
-    assert server.push([{"event": "n", "data": 1}], uids=["encoded"]).status_code == 200
+    assert server.push([{"event": "n", "data": 1}], uids=[uid]).status_code == 200
     assert [e.event for e in reader.wait_events(1)] == ["n"]
-    assert httpx.get(f"{server.url}/%73tats").json()["connections"] == 1
+    encoded = httpx.get(f"{server.url}/%73tats").json()  # /stats: its figures, our reader among them
+    assert encoded.keys() == server.stats().keys() and encoded["connections"] >= 1
 
 
-def test_subscribe_without_uid_is_400(serve):
-    server = serve("--store", "none")
+def test_subscribe_without_uid_is_400(shared_serve: SharedServe) -> None:
+    server = shared(shared_serve)
     answer = httpx.get(f"{server.url}/events")
     assert answer.status_code == 400
     assert answer.json()["msg"].startswith("uid")
@@ -245,7 +283,7 @@ def test_subscribe_without_uid_is_400(serve):
 # ------------------------------------------------------------------ auth
 
 
-def test_push_token_guards_push_and_figures(serve, subscribe):
+def test_push_token_guards_push_and_figures(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--push-token", "s3cret")
     assert server.push([{"event": "x", "data": 1}]).status_code == 401
     assert server.push([{"event": "x", "data": 1}], token="wrong").status_code == 401
@@ -257,7 +295,7 @@ def test_push_token_guards_push_and_figures(serve, subscribe):
     assert [e.event for e in reader.wait_events(1)] == ["x"]
 
 
-def test_jwt_subscribers_use_the_sub_claim(serve, subscribe):
+def test_jwt_subscribers_use_the_sub_claim(serve: Serve, subscribe: Subscribe) -> None:
     secret = "jwt-secret-for-tests-0123456789abcdef"
     server = serve("--store", "none", "--jwt-secret", secret)
     token = jwt.encode({"sub": "carol", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
@@ -281,7 +319,7 @@ def test_jwt_subscribers_use_the_sub_claim(serve, subscribe):
     assert len(by_query.received()) == 1
 
 
-def test_cors_headers_only_for_allowed_origins(serve):
+def test_cors_headers_only_for_allowed_origins(serve: Serve) -> None:
     server = serve("--store", "none", "--cors-origin", "https://app.example")
     allowed = httpx.options(
         f"{server.url}/push",
@@ -294,37 +332,46 @@ def test_cors_headers_only_for_allowed_origins(serve):
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_wildcard_cors_is_refused_with_jwt(tmp_path):
+def test_wildcard_cors_is_refused_with_jwt(tmp_path: Path) -> None:
     import subprocess
     import sys
 
     result = subprocess.run(
         [sys.executable, "-m", "sse_fast", "serve", "--jwt-secret", "x" * 32, "--cors-origin", "*"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "--cors-origin" in result.stderr
 
 
-def test_http2_on_the_native_engine_is_refused_with_the_reason(tmp_path):
+def test_http2_on_the_native_engine_is_refused_with_the_reason(tmp_path: Path) -> None:
     import subprocess
     import sys
 
     result = subprocess.run(
         [sys.executable, "-m", "sse_fast", "serve", "--engine", "native", "--http", "auto"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "--http" in result.stderr and "HTTP/1.1" in result.stderr
 
 
-def test_more_than_one_worker_is_refused_with_the_reason(tmp_path):
+def test_more_than_one_worker_is_refused_with_the_reason(tmp_path: Path) -> None:
     import subprocess
     import sys
 
     result = subprocess.run(
         [sys.executable, "-m", "sse_fast", "serve", "--workers", "2"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "--workers" in result.stderr and "bus" in result.stderr
@@ -333,7 +380,7 @@ def test_more_than_one_worker_is_refused_with_the_reason(tmp_path):
 # --------------------------------------------------------------- figures
 
 
-def test_stats_metrics_and_health(serve, subscribe):
+def test_stats_metrics_and_health(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     reader = subscribe(events_url(server, "uid=1"))
     wait_until(lambda: server.stats()["connections"] == 1)
@@ -342,7 +389,7 @@ def test_stats_metrics_and_health(serve, subscribe):
     reader.wait_events(1)
     stats = server.stats()
     assert stats["events"] == 2 and stats["deliveries"] == 1
-    assert stats["failed_by_reason"]["offline"] == 1  # type: ignore[index]
+    assert stats["failed_by_reason"]["offline"] == 1
     metrics = httpx.get(f"{server.url}/metrics").text
     assert "sse_fast_connections 1" in metrics
     assert 'sse_fast_push_failures_total{reason="offline"} 1' in metrics
@@ -351,7 +398,7 @@ def test_stats_metrics_and_health(serve, subscribe):
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
-def test_connection_limit_answers_503(serve, subscribe):
+def test_connection_limit_answers_503(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--max-connections", "2")
     first, second = subscribe(events_url(server, "uid=1")), subscribe(events_url(server, "uid=2"))
     assert first.status == second.status == 200
@@ -363,7 +410,7 @@ def test_connection_limit_answers_503(serve, subscribe):
 # -------------------------------------------------------------- shutdown
 
 
-def test_sigterm_says_goodbye_and_exits_cleanly(serve, subscribe):
+def test_sigterm_says_goodbye_and_exits_cleanly(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none")
     readers = [subscribe(events_url(server, f"uid={n}")) for n in range(3)]
     wait_until(lambda: server.stats()["connections"] == 3)
@@ -379,7 +426,7 @@ def test_sigterm_says_goodbye_and_exits_cleanly(serve, subscribe):
         assert reader.error is None
 
 
-def test_python_dash_m_runs_the_cli(tmp_path):
+def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     import subprocess
     import sys
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from conftest import wait_until
+from conftest import Serve, Subscribe, wait_until
 from sse_fast.ids import EventId
 from sse_fast.stores import NewEvent, SQLiteStore, StoredEvent
 
@@ -161,7 +161,9 @@ def seq_of(event_id: str) -> int:
     return int(event_id.rsplit("-", 1)[1])
 
 
-def test_overlapping_restart_two_servers_on_one_sqlite_file(serve, subscribe, tmp_path):  # type: ignore[no-untyped-def]
+def test_overlapping_restart_two_servers_on_one_sqlite_file(
+    serve: Serve, subscribe: Subscribe, tmp_path: Path
+) -> None:
     path = tmp_path / "shared.db"
     store = f"sqlite:///{path}"  # tmp_path is absolute: sqlite:////...
     old = serve("--store", store)
@@ -191,7 +193,9 @@ def test_overlapping_restart_two_servers_on_one_sqlite_file(serve, subscribe, tm
     assert reader.events[-1].id == live[0]
 
 
-def test_resume_on_a_server_that_has_not_seen_the_id(serve, subscribe, tmp_path):  # type: ignore[no-untyped-def]
+def test_resume_on_a_server_that_has_not_seen_the_id(
+    serve: Serve, subscribe: Subscribe, tmp_path: Path
+) -> None:
     """The id was pushed to the other server after this one's last push: the store has it."""
     store = f"sqlite:///{tmp_path}/shared.db"
     old = serve("--store", store)

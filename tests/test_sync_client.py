@@ -6,6 +6,7 @@ Threads that could hang are joined with a timeout and the test fails instead.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -18,8 +19,7 @@ from test_against_raw_server import AWKWARD, AWKWARD_EVENTS, NO_CONTENT
 LIMIT = 15.0
 
 
-def in_thread(target: object) -> threading.Thread:
-    assert callable(target)
+def in_thread(target: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
