@@ -66,9 +66,9 @@ BASELINE_PATH = Path(__file__).with_name("baseline.json")
 MARGIN = float(os.environ.get("SSE_FAST_SPEEDUP_MARGIN", "0.40"))
 UPDATE_BASELINE = os.environ.get("SSE_FAST_UPDATE_BASELINE") == "1"
 
-ROUNDS = 101                # alternating rounds per ratio (odd: the median is one of them)
-SAMPLE_SECONDS = 0.001      # each side of a round runs about this long
-ATTEMPTS = 3                # a ratio below its floor is measured again, up to this many times
+ROUNDS = 101  # alternating rounds per ratio (odd: the median is one of them)
+SAMPLE_SECONDS = 0.001  # each side of a round runs about this long
+ATTEMPTS = 3  # a ratio below its floor is measured again, up to this many times
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +76,7 @@ ATTEMPTS = 3                # a ratio below its floor is measured again, up to t
 # --------------------------------------------------------------------------
 
 EVENT_COUNT = 2000
-CHUNK_SIZE = 4096           # what one socket read typically hands the client
+CHUNK_SIZE = 4096  # what one socket read typically hands the client
 
 
 def make_events(count: int = EVENT_COUNT) -> list[tuple[str, str, str]]:
@@ -84,8 +84,11 @@ def make_events(count: int = EVENT_COUNT) -> list[tuple[str, str, str]]:
     out = []
     for i in range(count):
         data = orjson.dumps(
-            {"uid": str(1000 + i % 97), "kind": "order.updated",
-             "order": {"id": i, "status": "shipped", "items": [1, 2, 3]}}
+            {
+                "uid": str(1000 + i % 97),
+                "kind": "order.updated",
+                "order": {"id": i, "status": "shipped", "items": [1, 2, 3]},
+            }
         ).decode()
         out.append((data, ("order", "chat", "presence")[i % 3], f"1732500000-{i}"))
     return out
@@ -109,7 +112,7 @@ def stream(events: list[tuple[str, str, str]]) -> bytes:
 
 @pytest.fixture(scope="session")
 def chunks(stream: bytes) -> list[bytes]:
-    return [stream[i:i + CHUNK_SIZE] for i in range(0, len(stream), CHUNK_SIZE)]
+    return [stream[i : i + CHUNK_SIZE] for i in range(0, len(stream), CHUNK_SIZE)]
 
 
 # --------------------------------------------------------------------------
@@ -120,11 +123,11 @@ def chunks(stream: bytes) -> list[bytes]:
 @dataclass
 class Speedup:
     name: str
-    ratio: float            # reference_ns / compiled_ns
-    compiled_ns: float      # median time of one compiled call
-    reference_ns: float     # median time of one reference call
+    ratio: float  # reference_ns / compiled_ns
+    compiled_ns: float  # median time of one compiled call
+    reference_ns: float  # median time of one reference call
     baseline: float | None  # the stored ratio (None when there is none yet)
-    floor: float | None     # baseline * (1 - MARGIN)
+    floor: float | None  # baseline * (1 - MARGIN)
 
 
 def _run(fn: Callable[[], object], n: int) -> float:
@@ -149,7 +152,7 @@ def _measure_once(
     """``(reference median / compiled median, compiled median, reference median)`` in seconds per call."""
     gc_was_enabled = gc.isenabled()
     try:
-        compiled(), reference()                       # warm up (imports, caches)
+        compiled(), reference()  # warm up (imports, caches)
         n_compiled = _calls_per_sample(compiled)
         n_reference = _calls_per_sample(reference)
         gc.collect()
@@ -310,4 +313,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
     if UPDATE_BASELINE:
         write(f"baseline written to {BASELINE_PATH}")
-

@@ -104,4 +104,4 @@ class ListRing:
     def take(self, cursor: int) -> tuple[bytes, int]:
         if cursor < self.tail:
             raise LookupError(f"cursor {cursor} is behind the oldest retained frame {self.tail}")
-        return b"".join(self._frames[cursor - self.tail:]), self.head
+        return b"".join(self._frames[cursor - self.tail :]), self.head

@@ -111,9 +111,11 @@ def main() -> None:
     else:
         runner = asyncio.run
 
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {args.loop}, {args.events} events per run, "
-          f"median of {args.repeat} runs")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {args.loop}, {args.events} events per run, "
+        f"median of {args.repeat} runs"
+    )
     print()
     print("| store | load | callers | events/s | events/commit |")
     print("|---|---|---:|---:|---:|")
@@ -139,7 +141,7 @@ def main() -> None:
             client = redis.Redis.from_url(args.redis_url)
             keys = list(client.scan_iter(match="{" + prefix + "-*", count=1000))
             for start in range(0, len(keys), 1000):
-                client.unlink(*keys[start:start + 1000])
+                client.unlink(*keys[start : start + 1000])
             client.close()
 
 

@@ -80,8 +80,11 @@ class QueueRound:
 
     def __call__(self) -> None:
         self.seq += 1
-        frame = (f'id: abc-{self.seq}\nevent: tick\ndata: {{"t":1732500000.123456,"n":1,"note":"'
-                 + "x" * 40 + '"}\n\n').encode()
+        frame = (
+            f'id: abc-{self.seq}\nevent: tick\ndata: {{"t":1732500000.123456,"n":1,"note":"'
+            + "x" * 40
+            + '"}\n\n'
+        ).encode()
         for queue in self.queues:
             queue.append(frame)
         for queue, sink in zip(self.queues, self.sinks, strict=True):

@@ -61,6 +61,7 @@ class WipeableStore:
         # Resolved from the loop, as the real stores' writers do: in order, but
         # other tasks (a store check that finds a wipe) may run before the caller resumes.
         done: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+
         def resolve() -> None:
             if not done.cancelled():
                 done.set_result(stored)
