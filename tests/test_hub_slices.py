@@ -46,6 +46,25 @@ def test_a_long_pass_yields_to_the_loop_between_slices() -> None:
     run(main)
 
 
+def test_a_slice_visits_at_most_slice_visits_subscribers() -> None:
+    """Also when the time budget is not spent: a visit may cost more after the slice (an ASGI
+    sink only wakes a task that sends later), so the count bounds that work too."""
+
+    async def main() -> None:
+        hub = Hub(slice_seconds=10.0, slice_visits=10)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(35)]
+        await hub.push(Event("e", 1))
+        reached = []
+        for _ in range(4):
+            await one_turn()
+            reached.append(sum(1 for c in conns if c.events))
+        assert reached == [10, 20, 30, 35]
+        await hub.close()
+
+    run(main)
+
+
 def test_a_broadcast_mid_pass_coalesces_for_those_not_yet_visited() -> None:
     async def main() -> None:
         hub = Hub(slice_seconds=TINY)

@@ -67,6 +67,9 @@ class ServeConfig:
         default=0.002,
         metadata=cli("seconds one slice of a fan-out pass may take before the loop serves others"),
     )
+    fanout_slice_visits: int = field(
+        default=256, metadata=cli("subscribers one slice of a fan-out pass visits at most")
+    )
     log_level: str = field(default="info", metadata=cli("log level", choices=LOG_LEVELS))
     dashboard: bool = field(
         default=True,
@@ -120,6 +123,8 @@ class ServeConfig:
             raise ValueError("--max-connections: must be at least 1")
         if not self.fanout_slice > 0:
             raise ValueError("--fanout-slice: must be a positive number of seconds")
+        if self.fanout_slice_visits < 1:
+            raise ValueError("--fanout-slice-visits: must be at least 1")
         if self.max_body < 1:
             raise ValueError("--max-body: must be at least 1 byte")
         if self.engine not in ENGINES:

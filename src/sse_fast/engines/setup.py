@@ -35,6 +35,7 @@ def build_hub(config: ServeConfig) -> Hub:
         max_connections=config.max_connections,
         ring_frames=config.ring_frames,
         slice_seconds=config.fanout_slice,
+        slice_visits=config.fanout_slice_visits,
     )
 
 

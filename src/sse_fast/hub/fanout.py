@@ -42,6 +42,11 @@ from .subscriber import Subscriber
 
 SLICE_SECONDS = 0.002
 """Default time budget of one slice of a pass (the curve that chose it: benchmarks/RESULTS.md)."""
+SLICE_VISITS = 256
+"""Default count budget of one slice.  A visit may cost the loop more after the
+slice than in it: an ASGI sink only wakes its request's task, which sends on
+the loop's next turn, so the time budget alone would let one slice wake
+thousands of sends that then run back to back."""
 _CHECK_EVERY = 16
 """Visits between two looks at the clock: a look costs ~1 % of a write, a write ~8 µs."""
 
@@ -63,9 +68,12 @@ class Fanout:
         stats: HubStats,
         clock: Clock,
         slice_seconds: float = SLICE_SECONDS,
+        slice_visits: int = SLICE_VISITS,
     ) -> None:
         if not slice_seconds > 0:
             raise ValueError("slice_seconds: must be a positive number of seconds")
+        if slice_visits < 1:
+            raise ValueError("slice_visits: must be at least 1")
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop flushes run on, once the hub has started."""
         self.now = 0.0
@@ -78,6 +86,7 @@ class Fanout:
         self._report = failures.report
         self._fell_behind = failures.fell_behind
         self.slice_seconds = slice_seconds
+        self.slice_visits = slice_visits
         self._dirty: dict[Subscriber, None] = {}  # with private frames, since the last slice
         self._slice_scheduled = False
         # The round: a snapshot of the subscribers, the hand's position in it,
@@ -233,6 +242,7 @@ class Fanout:
         tail = self._ring.tail
         flush_one = self.flush_one
         fell_behind = self._fell_behind
+        most = self.slice_visits
         visited = 0
         while owed:
             if hand >= len(order):
@@ -252,7 +262,7 @@ class Fanout:
             else:
                 flush_one(sub)
             visited += 1
-            if not visited % _CHECK_EVERY and perf_counter() >= deadline:
+            if visited >= most or (not visited % _CHECK_EVERY and perf_counter() >= deadline):
                 break
         self._hand, self._owed = hand, owed
 

@@ -32,7 +32,7 @@ from ..ids import new_epoch
 from ..protocol import SHUTDOWN_EVENT
 from ..stores.base import Clock, NewEvent, Store
 from .failures import DeliveryFailures, PushFailedCallback
-from .fanout import SLICE_SECONDS, Fanout
+from .fanout import SLICE_SECONDS, SLICE_VISITS, Fanout
 from .history import History
 from .registry import SubscriberRegistry
 from .resend import Resend
@@ -82,6 +82,7 @@ class Hub:
         store_check_interval: float = 1.0,
         clock: Clock | None = None,
         slice_seconds: float = SLICE_SECONDS,
+        slice_visits: int = SLICE_VISITS,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError("heartbeat: must be a positive number of seconds")
@@ -96,7 +97,7 @@ class Hub:
         self._ring = ring = FanoutRing(ring_frames, ring_bytes)
         self._registry = registry = SubscriberRegistry()
         self._failures = failures = DeliveryFailures(ring, registry, stats, on_push_failed)
-        self._fanout = fanout = Fanout(ring, registry, failures, stats, clock, slice_seconds)
+        self._fanout = fanout = Fanout(ring, registry, failures, stats, clock, slice_seconds, slice_visits)
         self.ready = fanout.ready
         self._sweep = HeartbeatSweep(
             registry,
