@@ -10,8 +10,8 @@ next single send.
 
 Routes (relative to the mount point) are those of :mod:`sse_fast.routes`:
 ``GET /events`` to subscribe, ``POST /push`` to publish, ``GET /stats``,
-``/metrics``, ``/healthz`` and ``/readyz``; what each answers is
-:class:`~sse_fast.endpoints.Endpoints`'.
+``/metrics``, ``/healthz`` and ``/readyz``; :class:`~sse_fast.endpoints.Endpoints`
+says what each answers.
 """
 
 from __future__ import annotations
