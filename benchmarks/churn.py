@@ -3,16 +3,19 @@
 Each server runs alone, pinned to core 0 (``taskset``), the load (this
 script) to core 1.  ``--rounds`` times, ``--subscribers`` raw asyncio
 sockets subscribe (``GET /events?uid=...``), wait for the response head, stay
-``--hold`` seconds and close.  Once the server has let go of them all (our
-server's ``/stats`` says 0 connections, and no socket of the server's process
-tree is still open on its port) and ``--settle`` seconds more, the RSS of the
+``--hold`` seconds and close.  Once the server has let go of them all (its
+``/stats`` says 0 connections, and no socket of the server's process tree is
+still open on its port) and ``--settle`` seconds more, the RSS of the
 server's whole process tree is read (granian serves from a worker child).
 
 Servers (``--servers``, comma-separated):
 
 - ``granian``       ``sse-fast serve`` (the granian engine)
 - ``native``        ``sse-fast serve --engine native``
-- ``bare_granian``  the bare ASGI app on granian (``benchmarks/peers/bare_granian_app.py``)
+- ``bare_granian``  the bare ASGI app on granian (``benchmarks/peers/bare_granian_app.py``),
+  run with ``BARE_WATCH_DISCONNECT=1``: it awaits ``receive()`` to learn that a
+  client left (without, it never does: granian's ``send`` to a closed
+  connection returns quietly, and every subscriber stays for good)
 
 Both sse_fast servers run ``--heartbeat`` (1 s) with ``--store memory://``.
 Printed: RSS per round, side by side, and per server the slope of a linear
@@ -169,18 +172,17 @@ def open_sockets(server: Server) -> int:
     return count
 
 
-async def wait_released(server: Server, ours: bool, timeout: float) -> dict[str, Any]:
-    """Wait until the server holds no subscriber: ``/stats`` (ours) and its open sockets both say 0."""
+async def wait_released(server: Server, timeout: float) -> dict[str, Any]:
+    """Wait until the server holds no subscriber: ``/stats`` and its open sockets both say 0."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     connections: int | None = None
     sockets = -1
     while loop.time() < end:
-        if ours:
-            with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError, KeyError):
-                connections = int(json.loads(await http_get(server.port, "/stats"))["connections"])
+        with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError, KeyError):
+            connections = int(json.loads(await http_get(server.port, "/stats"))["connections"])
         sockets = open_sockets(server)
-        if sockets == 0 and (not ours or connections == 0):
+        if sockets == 0 and connections == 0:
             return {"released": True, "connections": connections, "sockets": sockets}
         await asyncio.sleep(0.1)
     return {"released": False, "connections": connections, "sockets": sockets}
@@ -201,7 +203,6 @@ def slope_kib_per_conn(conns: list[int], rss: list[int]) -> float | None:
 
 async def run_server(name: str, args: argparse.Namespace, run: int) -> dict[str, Any]:
     server = Server(SERVERS[name], args, args.subscribers + 1000)
-    ours = name != "bare_granian"
     rounds: list[dict[str, Any]] = []
     try:
         server.wait_listening()
@@ -214,7 +215,7 @@ async def run_server(name: str, args: argparse.Namespace, run: int) -> dict[str,
             source = f"127.0.0.{2 + (run * args.rounds + i) % SOURCES}"
             await rnd.run(server.port, source, args.hold, args.timeout)
             made += rnd.connected + rnd.failed
-            state = await wait_released(server, ours, args.timeout)
+            state = await wait_released(server, args.timeout)
             await asyncio.sleep(args.settle)
             rss = server.rss()
             rounds.append(
@@ -390,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {args.load_core})
     # SIGTERM (timeout, a CI's stop) ends the run like Ctrl-C: every server is stopped on the way out.
     signal.signal(signal.SIGTERM, _interrupt)
+    os.environ["BARE_WATCH_DISCONNECT"] = "1"  # read by the bare granian peer only
     doc = uvloop.run(main_async(args))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
