@@ -231,7 +231,8 @@ async def run_server(name: str, args: argparse.Namespace, run: int) -> dict[str,
             )
             print(
                 f"  {name} run {run + 1} round {i + 1:>3}: {rnd.connected} connected, {rnd.failed} failed, "
-                f"released={state['released']} rss {rss / 2**20:.1f} MiB",
+                f"released={state['released']} (connections {state['connections']}, "
+                f"sockets {state['sockets']}) rss {rss / 2**20:.1f} MiB",
                 file=sys.stderr,
                 flush=True,
             )
@@ -307,14 +308,29 @@ def render(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     runs: list[dict[str, Any]] = []
-    summary = []
+    summary: list[dict[str, Any]] = []
+    doc = document(args, started, summary, runs)
     for name in args.servers:
         mine = []
         for rep in range(args.repeat):
             print(f"[{time.strftime('%H:%M:%S')}] {name} run {rep + 1}/{args.repeat}", file=sys.stderr)
             mine.append(await run_server(name, args, rep))
-        runs.extend(mine)
+            runs.append(mine[-1])
+            write_json(args, doc)  # what is done survives an interrupted run
         summary.append(median_of(mine))
+        write_json(args, doc)
+    return doc
+
+
+def write_json(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+
+
+def document(
+    args: argparse.Namespace, started: str, summary: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "started": started,
         "command": " ".join(shlex.quote(a) for a in sys.argv),
@@ -393,9 +409,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ["BARE_WATCH_DISCONNECT"] = "1"  # read by the bare granian peer only
     doc = uvloop.run(main_async(args))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2))
     print(render(doc["summary"], args))
     if args.json is not None:
         print(f"\nJSON: {args.json}")

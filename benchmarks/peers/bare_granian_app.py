@@ -81,9 +81,11 @@ async def _json(send: Any, status: int, obj: object) -> None:
 
 
 async def _until_disconnect(receive: Any, q: asyncio.Queue[bytes]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    q.put_nowait(_CLOSE)
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    finally:  # a receive() that failed means the client is gone too
+        q.put_nowait(_CLOSE)
 
 
 async def _events(scope: Any, receive: Any, send: Any) -> None:
@@ -108,6 +110,7 @@ async def _events(scope: Any, receive: Any, send: Any) -> None:
                 while not q.empty():
                     item = q.get_nowait()
                     if item is _CLOSE:
+                        q.put_nowait(_CLOSE)  # end the stream after this send
                         break
                     parts.append(item)
                 body = b"".join(parts)
