@@ -12,6 +12,14 @@ Run: ``granian --interface asgi --loop uvloop --backpressure 30000 \\
 benchmarks.peers.bare_granian_app:app`` (granian's default backpressure caps a
 worker at 1024 concurrent streams).  ``BARE_HEARTBEAT`` sets the heartbeat
 interval in seconds (default 15).
+
+granian's ``send`` to a connection the client closed returns quietly, so this
+app, which never calls ``receive()`` on a stream, never learns that a client
+left: its queue, task and granian's stream stay for good.  That is harmless
+for fan-out runs, where nobody leaves, but not for churn:
+``BARE_WATCH_DISCONNECT=1`` awaits ``receive()`` in one small task per stream
+and ends the stream on ``http.disconnect`` (``benchmarks/churn.py`` sets it).
+``GET /stats`` answers ``{"connections": <open streams>}``.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class State:
         self.seq = 0
         self.heartbeat = float(os.environ.get("BARE_HEARTBEAT", "15"))
         self.sweeper: asyncio.Task[None] | None = None
+        self.watch_disconnect = os.environ.get("BARE_WATCH_DISCONNECT") == "1"
 
     def offer(self, q: asyncio.Queue[bytes], data: bytes) -> None:
         if q.qsize() >= MAX_QUEUED:
@@ -71,6 +80,14 @@ async def _json(send: Any, status: int, obj: object) -> None:
     await send({"type": "http.response.body", "body": orjson.dumps(obj)})
 
 
+async def _until_disconnect(receive: Any, q: asyncio.Queue[bytes]) -> None:
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    finally:  # a receive() that failed means the client is gone too
+        q.put_nowait(_CLOSE)
+
+
 async def _events(scope: Any, receive: Any, send: Any) -> None:
     uid = (parse_qs(scope.get("query_string", b"").decode()).get("uid") or [""])[0]
     if state.sweeper is None:
@@ -78,6 +95,7 @@ async def _events(scope: Any, receive: Any, send: Any) -> None:
     q: asyncio.Queue[bytes] = asyncio.Queue()
     state.queues[q] = None
     state.by_uid.setdefault(uid, []).append(q)
+    watcher = asyncio.ensure_future(_until_disconnect(receive, q)) if state.watch_disconnect else None
     try:
         await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
         await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
@@ -92,6 +110,7 @@ async def _events(scope: Any, receive: Any, send: Any) -> None:
                 while not q.empty():
                     item = q.get_nowait()
                     if item is _CLOSE:
+                        q.put_nowait(_CLOSE)  # end the stream after this send
                         break
                     parts.append(item)
                 body = b"".join(parts)
@@ -99,6 +118,8 @@ async def _events(scope: Any, receive: Any, send: Any) -> None:
     except (OSError, RuntimeError, asyncio.CancelledError):
         pass
     finally:
+        if watcher is not None:
+            watcher.cancel()
         state.queues.pop(q, None)
         conns = state.by_uid.get(uid)
         if conns is not None:
@@ -150,7 +171,9 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     path = scope["path"]
-    if path == "/events" and scope["method"] == "GET":
+    if path == "/stats" and scope["method"] == "GET":
+        await _json(send, 200, {"connections": len(state.queues)})
+    elif path == "/events" and scope["method"] == "GET":
         await _events(scope, receive, send)
     elif path == "/push" and scope["method"] == "POST":
         await _push(receive, send)

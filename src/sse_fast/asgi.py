@@ -368,8 +368,18 @@ class DisconnectWatch:
             self._arm()
 
     def cancel(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        """Stop watching, and let go of the future and its callback.
+
+        granian's future keeps its done-callback (our bound ``_on_message``)
+        for as long as the future lives, done or not, and does not show that
+        reference to the cyclic collector: watch -> future -> callback ->
+        watch would keep the sink, the request's task and granian's protocol
+        object alive for ever, ~2 KiB per finished subscription.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.remove_done_callback(self._on_message)
+            pending.cancel()
 
 
 async def send_response(send: Send, response: Response) -> None:
