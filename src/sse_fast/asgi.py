@@ -77,6 +77,15 @@ class StreamSink:
             self._task.cancel()
         self._wake()
 
+    def detach(self) -> None:
+        """The stream is over: let go of the request's task.
+
+        A task the hub cancelled keeps its CancelledError, whose traceback
+        holds the request's frames, which hold this sink: task -> error ->
+        frame -> sink -> task would wait for the cyclic collector.
+        """
+        self._task = None
+
     def lost(self) -> None:
         """The server told us the client went away."""
         self.disconnected = True
@@ -260,6 +269,7 @@ class SSEApp:
             if watcher is not None:
                 watcher.cancel()
             hub.unsubscribe(sub)
+            sink.detach()
 
     def _watch(self, receive: Receive, sink: StreamSink) -> DisconnectWatch | None:
         if not self.watch_disconnect:
