@@ -1,16 +1,15 @@
-"""The hub in-process, through sinks that behave like a transport: fan-out, failures, resend seam."""
+"""The hub in-process, through sinks that behave like a transport: fan-out, failures, resend seam.
+
+The seam's property test, across fan-out slices, is in test_hub_slices.py."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from sse_fast import Event, EventParser, Hub, InvalidEventError, ServerSentEvent
 from sse_fast.hub import OFFLINE, RESET_EVENT, SLOW_CONSUMER, WRITE_ERROR, Subscriber
@@ -304,80 +303,6 @@ def test_replay_streams_page_by_page_and_survives_ring_overflow() -> None:
         assert [int(e.data) for e in conn.events] == list(range(1, 260))
         assert len(conn.writes) > 200 // 10  # paged, not one huge write
         assert not conn.closed
-        await hub.close()
-
-    run(main)
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 120))
-def test_seam_property_random_push_disconnect_reconnect(seed: int, steps: int) -> None:
-    """Whatever the interleaving, each user ends with exactly its events, once, in order."""
-
-    async def main() -> None:
-        rng = random.Random(seed)
-        hub = Hub(store=MemoryStore(max_events=100_000), ring_frames=16, replay_page=7)
-        await hub.start()
-        users = ["a", "b", "c"]
-        expected: dict[str, list[str]] = {u: [] for u in users}
-        received: dict[str, list[ServerSentEvent]] = {u: [] for u in users}
-        live: dict[str, Connection | None] = {u: None for u in users}
-        last_id: dict[str, str | None] = {u: None for u in users}
-        tasks: list[asyncio.Future[Any]] = []
-
-        def harvest(uid: str) -> None:
-            conn = live[uid]
-            if conn is not None:
-                received[uid] += [e for e in conn.events if e.event != RESET_EVENT]
-                if conn.events:
-                    last_id[uid] = conn.parser.last_event_id
-                conn.events = []
-
-        for n in range(steps):
-            action = rng.random()
-            uid = rng.choice(users)
-            if action < 0.55:
-                targets = None if rng.random() < 0.5 else rng.sample(users, rng.randint(1, 2))
-                tasks.append(asyncio.ensure_future(hub.push(Event("e", n), targets)))
-                for u in targets or users:
-                    expected[u].append(str(n))
-            elif action < 0.75 and live[uid] is not None:
-                await settle()
-                harvest(uid)
-                conn = live[uid]
-                assert conn is not None
-                conn.drop()
-                live[uid] = None
-            elif live[uid] is None:
-                conn = Connection(hub, uid)
-                live[uid] = conn
-                if last_id[uid] is None and not expected[uid]:
-                    await conn.open()
-                else:
-                    tasks.append(asyncio.ensure_future(conn.open(last_event_id=last_id[uid] or "")))
-            if rng.random() < 0.3:
-                await asyncio.sleep(0)
-        await asyncio.gather(*tasks)
-        for uid in users:  # everyone reconnects at the end and catches up
-            if live[uid] is not None:
-                await settle()
-                harvest(uid)
-                conn = live[uid]
-                assert conn is not None
-                conn.drop()
-            conn = Connection(hub, uid)
-            live[uid] = conn
-            if last_id[uid] is None and not received[uid]:
-                await conn.open(last_event_id="")
-            else:
-                await conn.open(last_event_id=last_id[uid] or "")
-            await settle()
-            harvest(uid)
-        for uid in users:
-            got = [e.data for e in received[uid]]
-            ids = [e.id for e in received[uid]]
-            assert len(set(ids)) == len(ids), f"{uid}: duplicates {ids}"
-            assert got == expected[uid], f"{uid}: got {got}, expected {expected[uid]}"
         await hub.close()
 
     run(main)
