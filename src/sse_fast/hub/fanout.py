@@ -75,9 +75,9 @@ class Fanout:
         if slice_visits < 1:
             raise ValueError("slice_visits: must be at least 1")
         self.loop: asyncio.AbstractEventLoop | None = None
-        """The loop flushes run on, once the hub has started."""
+        """The loop the slices run on, once the hub has started."""
         self.now = 0.0
-        """The clock as of the latest flush, sweep or subscription (see :meth:`tick`)."""
+        """The clock as of the latest slice, sweep or subscription (see :meth:`tick`)."""
         self._ring = ring
         self._registry = registry
         self._stats = stats

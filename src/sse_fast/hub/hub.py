@@ -9,7 +9,8 @@ hub's life (start, the goodbye at close) and composes the pieces that each
 own one concern:
 
 * :mod:`.registry` -- the connections, by user id;
-* :mod:`.fanout` -- frames to subscribers, one write per wake-up (the hot path);
+* :mod:`.fanout` -- frames to subscribers, one write per wake-up, in slices
+  that yield to the loop (the hot path);
 * :mod:`.failures` -- ``on_push_failed``, slow consumers, write errors;
 * :mod:`.sweep` -- heartbeats and stalled writes, one timer for all;
 * :mod:`.resend` -- replay after ``Last-Event-ID``, resets;
