@@ -102,7 +102,7 @@ class Fanout:
         self._drained: list[asyncio.Future[None]] = []
 
     def tick(self) -> float:
-        """Read the clock once for a whole pass; the writes that follow are stamped with it.
+        """Read the clock once for a whole slice; the writes that follow are stamped with it.
 
         At 10,000 subscribers a clock call per write was a tenth of the fan-out's cost.
         """
@@ -163,7 +163,7 @@ class Fanout:
     def _owe_round(self, head_before: int, bytes_before: int) -> None:
         """A broadcast: every subscriber is owed one more visit, starting from the hand."""
         if not self._owed:  # idle until now: everyone idle has read up to head_before
-            self._order = list(self._registry.subs)
+            self._order = self._registry.snapshot()
             self._hand = min(self._hand, len(self._order))
             self._round_head = self._prev_round_head = head_before
             self._round_bytes = self._prev_round_bytes = bytes_before
@@ -176,7 +176,7 @@ class Fanout:
 
     def _new_round(self) -> None:
         """The hand went round: take a fresh snapshot (joiners in, leavers out) and start over."""
-        self._order = list(self._registry.subs)
+        self._order = self._registry.snapshot()
         self._hand = 0
         self._prev_round_head, self._round_head = self._round_head, self._ring.head
         self._prev_round_bytes, self._round_bytes = self._round_bytes, self._appended
@@ -199,7 +199,11 @@ class Fanout:
         return bool(self._owed or self._dirty or self._slice_scheduled)
 
     async def drain(self) -> None:
-        """Return once everything accepted so far has been handed to the sinks."""
+        """Return once the visits owed for everything accepted so far are done.
+
+        Every idle sink then has its write; a sink busy with an earlier write
+        gets the rest with the write that follows, when it reports ready.
+        """
         while self.busy:
             waiter = asyncio.get_running_loop().create_future()
             self._drained.append(waiter)

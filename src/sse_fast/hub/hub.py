@@ -163,7 +163,7 @@ class Hub:
                 task.cancel()
         self._sweeper = self._store_watch = None
         goodbye = encode_event(orjson.dumps({"reason": reason}).decode(), SHUTDOWN_EVENT, None, retry_ms)
-        for sub in tuple(self._registry.subs):
+        for sub in self._registry.snapshot():
             self._fanout.flush_one(sub)  # what is pending goes before the goodbye
             sub.sink.write(goodbye)
             self._registry.drop(sub, close=True)
@@ -340,7 +340,8 @@ class Hub:
         return ids
 
     async def drain(self) -> None:
-        """Return once everything accepted so far has been handed to the subscribers' sinks."""
+        """Return once everything accepted so far has been handed to the subscribers' sinks
+        (a sink busy with an earlier write gets it with its next one)."""
         await self._fanout.drain()
 
     # ------------------------------------------------------- timed passes

@@ -26,6 +26,10 @@ class SubscriberRegistry:
         self.subs[sub] = None
         self.by_uid.setdefault(sub.uid, []).append(sub)
 
+    def snapshot(self) -> list[Subscriber]:
+        """The connections now, in subscription order: a copy to walk while subscribers come and go."""
+        return list(self.subs)
+
     def drop(self, sub: Subscriber, *, close: bool) -> None:
         """Forget ``sub`` and what was pending for it; ``close`` ends its stream. Safe to call twice."""
         if sub.closed:

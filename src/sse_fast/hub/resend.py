@@ -145,7 +145,7 @@ class Resend:
         # "<epoch>-0" in a fresh history: a client resumes from its start.
         frame = reset_frame(HISTORY_LOST, lost, format_id(epoch, seq))
         flush_one = self._fanout.flush_one
-        for sub in tuple(self._registry.subs):
+        for sub in self._registry.snapshot():
             sub.after_seq = 0  # seqs start again: nothing of the new history is "already replayed"
             if not sub.replaying:  # a replay in progress stops at its next page
                 flush_one(sub)

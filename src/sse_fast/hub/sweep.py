@@ -55,7 +55,7 @@ class HeartbeatSweep:
         now = self._fanout.tick()
         quiet_before = now - self.heartbeat
         stalled_before = now - self.stall_timeout
-        for sub in tuple(self._registry.subs):
+        for sub in self._registry.snapshot():
             if sub.busy:
                 if sub.busy_since < stalled_before:
                     self._failures.drop_slow(sub)
