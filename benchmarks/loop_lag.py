@@ -425,7 +425,10 @@ def run_one(args: argparse.Namespace, engine: str, store: str, universe: list[st
     with tempfile.TemporaryDirectory(prefix="loop_lag-") as tmp_name:
         tmp = Path(tmp_name)
         prefix = f"looplag-{uuid.uuid4().hex[:8]}"
-        server = Server(args, engine, store_url(store, tmp, prefix, args.redis_url), tmp / "server.log")
+        log_dir = args.log_dir or tmp
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"server-{engine}-{store}.log"
+        server = Server(args, engine, store_url(store, tmp, prefix, args.redis_url), log)
         try:
             server.wait_listening()
             subs = Subscribers(args, server.port)
@@ -499,6 +502,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sources", type=int, default=8, help="source addresses 127.0.0.2 ... for the streams")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--log-dir", type=Path, default=None, help="keep the servers' logs here")
     return ap.parse_args(argv)
 
 
