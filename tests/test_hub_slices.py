@@ -211,7 +211,9 @@ def test_drain_waits_for_unicasts_too() -> None:
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 100))
 def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, steps: int) -> None:
     """Pushes, joins, leaves and resumes mid-pass, with a store that suspends at random points:
-    each user still gets exactly its events, once, in order."""
+    each user still gets exactly its events, once, in order.  Some pushes go to hundreds of
+    users (the three among them), one to three events each: more than a slice places, so they
+    are placed over several slices while the others wait behind them."""
 
     async def main() -> None:
         rng = random.Random(seed)
@@ -234,14 +236,23 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
                     last_id[uid] = conn.parser.last_event_id
                 conn.events = []
 
-        pushes: list[tuple[asyncio.Future[list[str]], str, list[str]]] = []
+        offline = [f"gone{k}" for k in range(300)]
+        pushes: list[tuple[asyncio.Future[list[str]], list[str], list[str]]] = []
         for n in range(steps):
             action = rng.random()
             uid = rng.choice(users)
             if action < 0.55:
-                targets = None if rng.random() < 0.5 else rng.sample(users, rng.randint(1, 2))
-                task = asyncio.ensure_future(hub.push(Event("e", n), targets))
-                pushes.append((task, str(n), targets or users))
+                kind = rng.random()
+                targets: list[str] | None = None
+                if kind < 0.35:
+                    targets = rng.sample(users, rng.randint(1, 2))
+                elif kind < 0.7:  # a big push: its users anywhere in a long list
+                    targets = offline[:]
+                    for u in rng.sample(users, rng.randint(1, 3)):
+                        targets.insert(rng.randint(0, len(targets)), u)
+                datas = [str(n * 10 + k) for k in range(rng.randint(1, 3))]
+                task = asyncio.ensure_future(hub.push([Event("e", int(d)) for d in datas], targets))
+                pushes.append((task, datas, [u for u in targets or users if u in users]))
                 tasks.append(task)
             elif action < 0.75 and (conn := live[uid]) is not None and conn.sub is not None:
                 harvest(uid)
@@ -256,15 +267,15 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         await asyncio.gather(*tasks, return_exceptions=True)
         # Concurrent pushes are numbered in the order the store took them, and
         # delivered in that order: expect them by id, not by when they were made.
-        by_seq: list[tuple[int, str, list[str]]] = []
-        for pushed, data, targets in pushes:
+        by_seq: list[tuple[int, list[str], list[str]]] = []
+        for pushed, datas, targets in pushes:
             if pushed.exception() is None:
-                by_seq.append((int(pushed.result()[0].rpartition("-")[2]), data, targets))
+                by_seq.append((int(pushed.result()[0].rpartition("-")[2]), datas, targets))
             else:  # refused as overloaded: nothing of it may arrive
                 assert isinstance(pushed.exception(), HubOverloadedError)
-        for _, data, targets in sorted(by_seq):
+        for _, datas, targets in sorted(by_seq):
             for u in targets:
-                expected[u].append(data)
+                expected[u] += datas
         await hub.drain()
         for uid in users:  # everyone reconnects at the end and catches up from the store
             if live[uid] is not None:

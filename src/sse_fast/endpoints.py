@@ -18,7 +18,13 @@ import orjson
 
 from .auth import UidResolver, check_push_token, query_uid
 from .config import DEFAULT_MAX_BODY
-from .errors import HTTPError, HubOverloadedError, InvalidEventError, SSEFastError
+from .errors import (
+    HTTPError,
+    HubOverloadedError,
+    InvalidEventError,
+    SSEFastError,
+    TooManyRecipientsError,
+)
 from .event import Event
 from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
@@ -141,10 +147,16 @@ class Endpoints:
         return HTTPError(413, f"body: larger than {self.max_body} bytes")
 
     async def push(self, request: Request, body: bytes) -> Response:
-        """Decode ``{"uids": [...], "events": [...]}`` and push it; nothing is sent on any error."""
-        events, uids = decode_push(body)
+        """Decode ``{"uids": [...], "events": [...]}`` and push it; nothing is sent on any error.
+
+        A push over the hub's ``max_recipients`` is refused with 413 as soon
+        as the lengths of its lists are known, before its events are built.
+        """
+        events, uids = decode_push(body, self.hub.max_recipients)
         try:
             ids = await self.hub.push(events, uids)
+        except TooManyRecipientsError as exc:
+            raise too_many_recipients(exc.recipients, exc.limit) from None
         except HubClosedError:
             raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
         except HubOverloadedError:
@@ -190,8 +202,13 @@ class Endpoints:
         return Response.json(200, {"status": "ready", "connections": hub.connections})
 
 
-def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
-    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise."""
+def too_many_recipients(recipients: int, limit: int) -> HTTPError:
+    return HTTPError(413, f"push: {recipients} recipients (events x uids) is over --max-recipients {limit}")
+
+
+def decode_push(body: bytes, max_recipients: int | None = None) -> tuple[list[Event], list[Any] | None]:
+    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise,
+    413 when it has more than ``max_recipients`` (events x uids; a broadcast one per event)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -211,6 +228,9 @@ def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
     uids = payload.get("uids")
     if uids is not None and not isinstance(uids, list):
         raise HTTPError(400, "uids: must be a list of strings")
+    recipients = len(raw_events) * (len(uids) if uids else 1)
+    if max_recipients is not None and recipients > max_recipients:
+        raise too_many_recipients(recipients, max_recipients)
     try:
         events = [Event.from_json(obj, i) for i, obj in enumerate(raw_events)]
     except InvalidEventError as exc:

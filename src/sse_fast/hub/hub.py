@@ -407,8 +407,7 @@ class Hub:
             return validate_uids(uids)
         named: dict[str, None] = {}
         for start in range(0, len(uids), CHUNK_UIDS):
-            if start:
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the first too: decoding the body took a turn's worth already
             collect_uids(named, uids[start : start + CHUNK_UIDS], start)
         return tuple(named) or None
 
