@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from . import json_text
 from .auth import UidResolver, check_push_token, query_uid
 from .config import DEFAULT_MAX_BODY
 from .errors import HTTPError, HubOverloadedError, InvalidEventError, SSEFastError
@@ -191,9 +192,12 @@ class Endpoints:
 
 
 def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
-    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise."""
+    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise.
+
+    Integers beyond 64 bits are decoded exactly (:func:`sse_fast.json_text.loads`).
+    """
     try:
-        payload = orjson.loads(body)
+        payload = json_text.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HTTPError(400, f"body: invalid JSON ({exc})") from None
     if not isinstance(payload, dict):
