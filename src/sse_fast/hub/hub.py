@@ -24,12 +24,11 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-import orjson
-
 from .._core import HEARTBEAT, FanoutRing, encode_event
 from ..errors import EmptyPushError, HubClosedError, HubFullError, HubOverloadedError
 from ..event import Event, encode_body, validate_uids
 from ..ids import new_epoch
+from ..json_text import dumps
 from ..protocol import SHUTDOWN_EVENT
 from ..stores.base import Clock, NewEvent, Store
 from .failures import DeliveryFailures, PushFailedCallback
@@ -168,7 +167,7 @@ class Hub:
             if task is not None:
                 task.cancel()
         self._sweeper = self._store_watch = None
-        goodbye = encode_event(orjson.dumps({"reason": reason}).decode(), SHUTDOWN_EVENT, None, retry_ms)
+        goodbye = encode_event(dumps({"reason": reason}), SHUTDOWN_EVENT, None, retry_ms)
         for sub in self._registry.snapshot():
             self._fanout.flush_one(sub)  # what is pending goes before the goodbye
             sub.sink.write(goodbye)
