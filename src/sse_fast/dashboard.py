@@ -64,6 +64,7 @@ PAGE_PATHS = ("/", "/dashboard")
 STREAM_PATH = "/stats/stream"
 PUBLISHER_TASK_NAME = "sse_fast.dashboard.publisher"
 VIEWER_UID = "viewer"
+RATE_KEYS = ("events", "deliveries", "failed", "dropped")
 
 PAGE_OPERATION = Operation(
     summary="The live dashboard",
@@ -89,7 +90,6 @@ STREAM_OPERATION = Operation(
     streams=True,
     tag="dashboard",
 )
-RATE_KEYS = ("events", "deliveries", "failed", "dropped")
 
 _AUTH_PLACEHOLDER = b"__SSE_FAST_AUTH__"
 
