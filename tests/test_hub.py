@@ -163,6 +163,23 @@ def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent() -> N
     run(main)
 
 
+def test_a_broadcast_that_cannot_fit_the_ring_is_refused_before_it_is_stored() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        hub = Hub(store=store, ring_bytes=1024)
+        await hub.start()
+        conn = await Connection(hub, "a").open()
+        with pytest.raises(InvalidEventError, match=r"^events\[1\]: a broadcast of \d+ bytes"):
+            await hub.push([Event("small", 1), Event("big", "x" * 1000)])
+        assert await store.last_seq() == 0 and hub.stats.events == 0
+        assert await hub.push(Event("big", "x" * 1000), ["a"])  # unicast frames are not in the ring
+        await settle()
+        assert [e.event for e in conn.events] == ["big"]
+        await hub.close()
+
+    run(main)
+
+
 # ----------------------------------------------------------------- failures
 
 

@@ -10,8 +10,8 @@ next single send.
 
 Routes (relative to the mount point) are those of :mod:`sse_fast.routes`:
 ``GET /events`` to subscribe, ``POST /push`` to publish, ``GET /stats``,
-``/metrics``, ``/healthz`` and ``/readyz``; :class:`~sse_fast.endpoints.Endpoints`
-says what each answers.
+``/metrics``, ``/healthz``, ``/readyz`` and ``/openapi.json`` (the API's
+description); :class:`~sse_fast.endpoints.Endpoints` says what each answers.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from .config import DEFAULT_MAX_BODY
 from .endpoints import Endpoints
 from .errors import HTTPError
 from .hub import Hub, Subscriber
+from .operations import Operation
 from .request import Request
 from .responses import Response
-from .routes import PUSH, SUBSCRIBE, Route, RouteTable
+from .routes import OPENAPI, PUSH, SUBSCRIBE, Route, RouteTable
 
 logger = logging.getLogger("sse_fast.asgi")
 
@@ -281,15 +282,22 @@ class SSEApp:
             "metrics": self._answer(endpoints.metrics),
             "healthz": self._answer(endpoints.healthz),
             "readyz": self._answer(endpoints.readyz),
+            OPENAPI: self._answer(self._describe),
         }
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Future[None]] = set()
 
-    def add_route(self, method: str, path: str, handler: Handler, summary: str = "") -> None:
-        """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in."""
-        route = Route(method, path, f"{method} {path}", summary)
+    def add_route(self, method: str, path: str, handler: Handler, operation: Operation) -> None:
+        """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in.
+
+        ``operation`` says what the route takes and answers, for ``GET /openapi.json``.
+        """
+        route = Route(method, path, f"{method} {path}", operation)
         self.route_table.add(route)
         self._handlers[route.name] = handler
+
+    def _describe(self, request: Request) -> Response:
+        return self.endpoints.openapi(request, self.route_table)
 
     @property
     def resolve_uid(self) -> UidResolver:

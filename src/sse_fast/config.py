@@ -16,6 +16,8 @@ from typing import Any
 DEFAULT_STORE = "sqlite:///sse_fast.db"
 DEFAULT_MAX_BODY = 1024 * 1024
 """Largest ``POST /push`` body in bytes, for the server and the library alike."""
+MAX_PUSH_EVENTS = 10_000
+"""Most events one ``POST /push`` may carry."""
 ENGINES = ("granian", "native")
 HTTP_MODES = ("1", "2", "auto")
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -10,7 +10,7 @@ request goes to which endpoint is the route table's business
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,14 +18,16 @@ import orjson
 
 from . import json_text
 from ._core import check_single_line
-from .auth import UidResolver, check_push_token, query_uid
-from .config import DEFAULT_MAX_BODY
+from .auth import JWTAuth, UidResolver, check_push_token, query_uid
+from .config import DEFAULT_MAX_BODY, MAX_PUSH_EVENTS
 from .errors import HTTPError, HubOverloadedError, InvalidEventError, SSEFastError
 from .event import Event
 from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
+from .openapi import ApiSettings, SubscriberAuth, openapi_document
 from .request import Request
 from .responses import Headers, Response
+from .routes import Route
 from .stores.base import StoreUnavailableError
 
 STREAM_HEADERS: Headers = [
@@ -38,7 +40,6 @@ PREFLIGHT_HEADERS: Headers = [
     (b"access-control-allow-headers", b"Authorization, Content-Type, Last-Event-ID, Event-Type"),
     (b"access-control-max-age", b"600"),
 ]
-MAX_PUSH_EVENTS = 10_000
 RETRY_SOON: Headers = [(b"retry-after", b"1")]
 
 
@@ -199,6 +200,26 @@ class Endpoints:
         if hub.store_error is not None:  # details in /stats, which needs the token
             raise HTTPError(503, "store: unavailable", RETRY_SOON)
         return Response.json(200, {"status": "ready", "connections": hub.connections})
+
+    # ---------------------------------------------------------- description
+
+    def openapi(self, request: Request, routes: Iterable[Route]) -> Response:
+        """The OpenAPI document of ``routes`` as served here: this configuration, this mount point."""
+        return Response.json(200, openapi_document(routes, self.api_settings(request.root_path)))
+
+    def api_settings(self, root_path: str = "") -> ApiSettings:
+        """What the API description states of this configuration."""
+        subscribers: SubscriberAuth = "custom"
+        if self.resolve_uid is query_uid:
+            subscribers = "uid"
+        elif isinstance(self.resolve_uid, JWTAuth):
+            subscribers = "jwt"
+        return ApiSettings(
+            push_token=self.push_token is not None,
+            subscribers=subscribers,
+            max_body=self.max_body,
+            root_path=root_path,
+        )
 
 
 def _event_type_filter(raw: bytes) -> str:

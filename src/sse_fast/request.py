@@ -13,15 +13,24 @@ from urllib.parse import parse_qs, unquote
 
 
 class Request:
-    """Method, path, query and headers of one request (header names lower-case bytes)."""
+    """Method, path, query and headers of one request (header names lower-case bytes).
 
-    __slots__ = ("_query", "_query_string", "headers", "method", "path")
+    ``path`` is relative to the mount point ``root_path`` (empty when not mounted).
+    """
+
+    __slots__ = ("_query", "_query_string", "headers", "method", "path", "root_path")
 
     def __init__(
-        self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        root_path: str = "",
     ) -> None:
         self.method = method
         self.path = path
+        self.root_path = root_path
         self.headers = headers
         self._query_string = query_string
         self._query: dict[str, list[str]] | None = None
@@ -34,7 +43,8 @@ class Request:
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         headers = [(bytes(k).lower(), bytes(v)) for k, v in scope.get("headers") or ()]
-        return cls(str(scope.get("method", "GET")), path, bytes(scope.get("query_string", b"")), headers)
+        query = bytes(scope.get("query_string", b""))
+        return cls(str(scope.get("method", "GET")), path, query, headers, root.rstrip("/"))
 
     def header(self, name: bytes) -> str | None:
         """The first value of header ``name`` (lower-case), decoded as Latin-1 (for ASCII headers)."""

@@ -339,6 +339,8 @@ class Hub:
             self.stats.overloaded += 1
             raise HubOverloadedError("push: broadcasts arrive faster than they are delivered")
         prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
+        if targets is None:
+            self._fanout.check_broadcast(batch, prepared)
         if self._store is not None:
             stored = await self._store_health.save(
                 [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared, strict=False)]
