@@ -107,17 +107,22 @@ class StreamSink:
         self._waiting: asyncio.Future[Any] | None = None
 
     def write(self, data: bytes) -> None:
-        if self._send is not None:
+        if self._send is not None:  # direct
             if self.closed:
                 return
             if self._in_flight is None:
                 self._send_now(data)
-                return
+            else:  # leaves with the next send, once the one in flight completes
+                self._hold(data)
+            return
+        self._hold(data)
+        self._wake()
+
+    def _hold(self, data: bytes) -> None:
         if self.pending is None:
             self.pending = data
         else:
             self.pending += data
-        self._wake()
 
     def close(self) -> None:
         if self.closed:
