@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from .auth import UidResolver, query_uid
-from .config import DEFAULT_MAX_BODY
+from .config import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY
 from .endpoints import Endpoints
 from .errors import HTTPError
 from .hub import Hub, Subscriber
@@ -119,7 +119,8 @@ class SSEApp:
     gone client would be noticed only when its socket's buffer fills.
     ``manage_hub`` lets the app start the hub (at lifespan startup or on the
     first request) and close it at shutdown; turn it off when the enclosing
-    application owns the hub's life.
+    application owns the hub's life.  ``body_timeout`` is how long a
+    request body may take to arrive in full (408 past it).
     """
 
     def __init__(
@@ -130,10 +131,12 @@ class SSEApp:
         push_token: str | None = None,
         cors_origins: Sequence[str] = (),
         max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         watch_disconnect: bool = True,
         manage_hub: bool = True,
     ) -> None:
         self.hub = hub
+        self.body_timeout = body_timeout
         self.endpoints = Endpoints(
             hub, resolve_uid=resolve_uid, push_token=push_token, cors_origins=cors_origins, max_body=max_body
         )
@@ -328,11 +331,21 @@ class SSEApp:
         await send_response(send, await self.endpoints.push(request, body))
 
     async def _read_body(self, receive: Receive) -> bytes:
+        """The whole request body, within ``--max-body`` bytes and ``--body-timeout`` seconds.
+
+        The deadline is fixed when the app starts reading (the request head has
+        just ended) and covers the whole body: a client dripping a byte a second
+        does not push it back.  Past it the answer is 408 with ``Connection:
+        close``: the rest of the body may still be on its way, so the
+        connection cannot carry another request.
+        """
         chunks: list[bytes] = []
         total = 0
         limit = self.endpoints.max_body
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         while True:
-            message = await receive()
+            message = await _receive_before(receive, deadline, loop, self.body_timeout)
             if message["type"] == "http.disconnect":
                 raise HTTPError(400, "body: client disconnected before sending it")
             chunk = message.get("body", b"")
@@ -342,6 +355,21 @@ class SSEApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _receive_before(
+    receive: Receive, deadline: float, loop: asyncio.AbstractEventLoop, timeout: float
+) -> Message:
+    """The next ASGI message, or a 408 naming the body's timeout once ``deadline`` has passed."""
+    try:
+        return await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+    except asyncio.TimeoutError:
+        raise body_timed_out(timeout) from None
+
+
+def body_timed_out(timeout: float) -> HTTPError:
+    """The 408 for a body that did not arrive in time; the connection is closed after it."""
+    return HTTPError(408, f"body: not received within {timeout:g} s", [(b"connection", b"close")])
 
 
 class DisconnectWatch:
