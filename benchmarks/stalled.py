@@ -6,10 +6,11 @@ a socket until a timeout cuts it; on granian every open connection also
 holds one of ``--backpressure`` permits, and when they are all taken granian
 stops accepting anyone.  This script starts ``sse-fast serve``, then a
 separate attacker process (its own open-file budget) that opens
-``--sockets`` stalled connections from 127.0.0.2, 127.0.0.3, ... and holds
-them ``--hold`` seconds, while this process asks ``GET /healthz`` every
-``--probe-interval`` seconds on a fresh connection and records how long each
-answer took (``--probe-timeout`` at most).
+``--sockets`` stalled connections from 127.0.0.2, 127.0.0.3, ... and, once
+all are made, holds them ``--hold`` seconds, while this process asks
+``GET /healthz`` every ``--probe-interval`` seconds on a fresh connection and
+records how long each answer took (``--probe-timeout`` at most; the last
+probe ends within the hold).
 
 Printed, as JSON: the probes' latencies while the stalled sockets were open
 (median, max, how many timed out), how many stalled sockets connected, and
@@ -112,10 +113,9 @@ async def attack(port: int, sockets: int, mode: str, hold: float, connect_timeou
                 return
         transports.append(transport)
 
-    started = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(sockets)))
     print(json.dumps({"connected": len(transports)}), flush=True)
-    await asyncio.sleep(max(0.0, hold - (time.monotonic() - started)))
+    await asyncio.sleep(hold)
     still_open = sum(1 for t in transports if not t.is_closing())
     for t in transports:
         t.abort()
@@ -161,7 +161,12 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_raise_nofile, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_raise_nofile,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -191,18 +196,25 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     proc, port, _log = start_server(args)
     try:
+        attack = [sys.executable, __file__, "--attack", str(port), "--sockets", str(args.sockets)]
         attacker = subprocess.Popen(
             [
-                sys.executable, __file__, "--attack", str(port), "--sockets", str(args.sockets),
-                "--mode", args.mode, "--hold", str(args.hold),
-            ],  # fmt: skip
+                *attack,
+                "--mode",
+                args.mode,
+                "--hold",
+                str(args.hold),
+                "--connect-timeout",
+                str(args.connect_timeout),
+            ],
             stdout=subprocess.PIPE,
             preexec_fn=_raise_nofile,
         )
         assert attacker.stdout is not None
         connected = json.loads(attacker.stdout.readline() or b"{}")  # every connect tried
         latencies: list[float | None] = []
-        end = time.monotonic() + max(0.0, args.hold - 1.0)
+        # Every probe ends (answered or timed out) while the stalled sockets are still held.
+        end = time.monotonic() + args.hold - args.probe_timeout - 0.5
         while time.monotonic() < end:
             latencies.append(probe(port, args.probe_timeout))
             time.sleep(args.probe_interval)
@@ -233,6 +245,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=600, help="stalled connections to open (at most)")
     parser.add_argument("--mode", default="body", choices=MODES, help="what each stalled client sends")
     parser.add_argument("--hold", type=float, default=15.0, help="seconds the stalled sockets stay open")
+    parser.add_argument("--repeat", type=int, default=1, help="runs, each with a fresh server")
     parser.add_argument("--probe-interval", type=float, default=0.25)
     parser.add_argument("--probe-timeout", type=float, default=5.0)
     parser.add_argument("--connect-timeout", type=float, default=5.0)
@@ -245,7 +258,9 @@ def main() -> None:
         result = asyncio.run(attack(args.attack, args.sockets, args.mode, args.hold, args.connect_timeout))
         print(json.dumps(result), flush=True)
         return
-    print(json.dumps(measure(args), indent=2))
+    if args.hold <= args.probe_timeout + 1:
+        parser.error("--hold: must exceed --probe-timeout by more than 1 s")
+    print(json.dumps([measure(args) for _ in range(args.repeat)], indent=2))
 
 
 if __name__ == "__main__":

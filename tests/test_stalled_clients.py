@@ -18,9 +18,12 @@ from collections.abc import Iterator
 
 import httpx
 import orjson
+import pytest
 
 from _raw_http import Responses, closed_by_server, connect
 from conftest import Serve, ServerProcess, Subscribe
+from sse_fast.config import ServeConfig
+from sse_fast.engines.granian import FD_RESERVE, backpressure
 
 STALLED_BODY = (
     b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -37,6 +40,17 @@ def assert_timed_out_408(sock: socket.socket, timeout: str) -> None:
     assert orjson.loads(body) == {"code": 408, "msg": f"body: not received within {timeout} s", "data": {}}
     assert headers[b"connection"].lower() == b"close"
     assert closed_by_server(sock)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_body_timeout_must_be_a_positive_number_of_seconds(value: float) -> None:
+    with pytest.raises(ValueError, match="--body-timeout: must be a positive number of seconds"):
+        ServeConfig(store=None, body_timeout=value).validate()
+
+
+def test_granians_permits_follow_the_open_file_limit() -> None:
+    assert backpressure(10_000, 20_000) == 20_000 - FD_RESERVE  # room beside 10,000 subscribers
+    assert backpressure(10_000, 4_096) == 10_256  # never fewer than the subscribers and some room
 
 
 def test_a_body_that_never_comes_is_answered_408_and_closed(serve: Serve, subscribe: Subscribe) -> None:
