@@ -10,6 +10,7 @@ goes unanswered.  Both engines, over raw sockets.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import select
 import socket
@@ -23,7 +24,9 @@ import pytest
 from _raw_http import Responses, closed_by_server, connect
 from conftest import Serve, ServerProcess, Subscribe
 from sse_fast.config import ServeConfig
+from sse_fast.deadlines import BodyDeadlines
 from sse_fast.engines.granian import FD_RESERVE, backpressure
+from sse_fast.errors import HTTPError
 
 STALLED_BODY = (
     b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -51,6 +54,37 @@ def test_body_timeout_must_be_a_positive_number_of_seconds(value: float) -> None
 def test_granians_permits_follow_the_open_file_limit() -> None:
     assert backpressure(10_000, 20_000) == 20_000 - FD_RESERVE  # room beside 10,000 subscribers
     assert backpressure(10_000, 4_096) == 10_256  # never fewer than the subscribers and some room
+
+
+async def never() -> dict[str, object]:
+    """A ``receive()`` whose body never comes."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def test_a_late_body_becomes_408_and_the_request_may_still_answer() -> None:
+    async def read() -> str:
+        deadlines = BodyDeadlines(0.01)
+        try:
+            await deadlines.receive(never, deadlines.start())
+        except HTTPError as exc:
+            await asyncio.sleep(0)  # not left cancelled: the 408 can still be sent
+            return f"{exc.status} {exc.reason}"
+        raise AssertionError("no timeout")
+
+    assert asyncio.run(read()) == "408 body: not received within 0.01 s"
+
+
+def test_a_cancellation_not_of_the_deadline_is_not_turned_into_408() -> None:
+    async def read() -> None:
+        deadlines = BodyDeadlines(60)
+        task = asyncio.ensure_future(deadlines.receive(never, deadlines.start()))
+        await asyncio.sleep(0)
+        task.cancel()  # the server cancelling the request
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(read())
 
 
 def test_a_body_that_never_comes_is_answered_408_and_closed(serve: Serve, subscribe: Subscribe) -> None:

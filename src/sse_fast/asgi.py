@@ -24,6 +24,7 @@ from typing import Any
 
 from .auth import UidResolver, query_uid
 from .config import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY
+from .deadlines import BodyDeadlines
 from .endpoints import Endpoints
 from .errors import HTTPError
 from .hub import Hub, Subscriber
@@ -136,7 +137,7 @@ class SSEApp:
         manage_hub: bool = True,
     ) -> None:
         self.hub = hub
-        self.body_timeout = body_timeout
+        self._body_deadlines = BodyDeadlines(body_timeout)
         self.endpoints = Endpoints(
             hub, resolve_uid=resolve_uid, push_token=push_token, cors_origins=cors_origins, max_body=max_body
         )
@@ -176,6 +177,10 @@ class SSEApp:
     @property
     def max_body(self) -> int:
         return self.endpoints.max_body
+
+    @property
+    def body_timeout(self) -> float:
+        return self._body_deadlines.timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -334,18 +339,15 @@ class SSEApp:
         """The whole request body, within ``--max-body`` bytes and ``--body-timeout`` seconds.
 
         The deadline is fixed when the app starts reading (the request head has
-        just ended) and covers the whole body: a client dripping a byte a second
-        does not push it back.  Past it the answer is 408 with ``Connection:
-        close``: the rest of the body may still be on its way, so the
-        connection cannot carry another request.
+        just ended) and covers the whole body (:mod:`sse_fast.deadlines`).
         """
         chunks: list[bytes] = []
         total = 0
         limit = self.endpoints.max_body
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
+        deadlines = self._body_deadlines
+        deadline = deadlines.start()
         while True:
-            message = await _receive_before(receive, deadline, loop, self.body_timeout)
+            message = await deadlines.receive(receive, deadline)
             if message["type"] == "http.disconnect":
                 raise HTTPError(400, "body: client disconnected before sending it")
             chunk = message.get("body", b"")
@@ -355,21 +357,6 @@ class SSEApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
-
-
-async def _receive_before(
-    receive: Receive, deadline: float, loop: asyncio.AbstractEventLoop, timeout: float
-) -> Message:
-    """The next ASGI message, or a 408 naming the body's timeout once ``deadline`` has passed."""
-    try:
-        return await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-    except asyncio.TimeoutError:
-        raise body_timed_out(timeout) from None
-
-
-def body_timed_out(timeout: float) -> HTTPError:
-    """The 408 for a body that did not arrive in time; the connection is closed after it."""
-    return HTTPError(408, f"body: not received within {timeout:g} s", [(b"connection", b"close")])
 
 
 class DisconnectWatch:
