@@ -287,3 +287,54 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         await hub.close()
 
     run(main)
+
+
+class RecordingLoop:
+    """The running loop, with the delays of ``call_later`` noted (the pace between slices)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.delays: list[float] = []
+
+    def call_soon(self, callback: Any, *args: Any) -> asyncio.Handle:
+        return self._loop.call_soon(callback, *args)
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        self.delays.append(delay)
+        return self._loop.call_later(delay, callback, *args)
+
+
+@pytest.mark.parametrize("pace", [0.0, 0.001])
+def test_write_pace_spaces_the_slices_by_the_writes_each_made(pace: float) -> None:
+    """A transport that queues writes for another thread gets W x pace seconds after a slice of
+    W writes before the next slice; without a pace the next slice runs on the loop's next turn."""
+
+    async def main() -> None:
+        hub = Hub(slice_seconds=10.0, slice_visits=10, write_pace=pace)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(35)]
+        conns[3].drop()  # gone before the push: not in the round
+        loop = RecordingLoop(asyncio.get_running_loop())
+        hub._fanout.loop = loop  # type: ignore[assignment]
+        await hub.push(Event("e", 1))
+        await hub.drain()
+        assert all([e.data for e in c.events] == ["1"] for c in conns if c is not conns[3])
+        if pace:
+            assert loop.delays == pytest.approx([0.010, 0.010, 0.010])  # 10, 10, 10, then the last 4
+        else:
+            assert loop.delays == []
+        await hub.close()
+
+    run(main)
+
+
+def test_a_transport_says_its_write_pace_unless_the_hub_was_given_one() -> None:
+    hub = Hub()
+    assert hub.write_pace == 0.0
+    hub.transport_write_pace(16e-6)
+    assert hub.write_pace == 16e-6
+    pinned = Hub(write_pace=0.0)
+    pinned.transport_write_pace(16e-6)
+    assert pinned.write_pace == 0.0
+    with pytest.raises(ValueError, match="write_pace"):
+        Hub(write_pace=-1.0)

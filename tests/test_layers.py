@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "sse_fast"
 RANKS: dict[str, int] = {
     "sse_fast._core": 0,
     "sse_fast.errors": 1,
+    "sse_fast.json_text": 1,
     "sse_fast.protocol": 0,
     "sse_fast.ids": 1,
     "sse_fast.event": 1,
@@ -55,7 +56,13 @@ CLIENT_SIDE = (
     "sse_fast.sync_client",
     "sse_fast.client_cli",
 )
-CLIENT_MAY_USE = ("sse_fast._core", "sse_fast.errors", "sse_fast.protocol", *CLIENT_SIDE)
+CLIENT_MAY_USE = (
+    "sse_fast._core",
+    "sse_fast.errors",
+    "sse_fast.json_text",
+    "sse_fast.protocol",
+    *CLIENT_SIDE,
+)
 
 
 def module_name(path: Path) -> str:

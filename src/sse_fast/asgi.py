@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+import types
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 from .auth import UidResolver, query_uid
@@ -40,17 +42,52 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[Request, Scope, Receive, Send], Awaitable[None]]
 
+DIRECT_WRITE_PACE = 16e-6
+"""Seconds granian's runtime takes per write handed to it, as measured on a
+2-core machine (the sweep that chose it: benchmarks/RESULTS.md, "Write pace").
+The hub spaces its fan-out slices by it (:meth:`Hub.transport_write_pace`)
+so that writes do not queue up in front of the answers to publishers."""
+
 
 class StreamSink:
     """The hub's handle on one streaming response.
 
-    ``write`` only stores the bytes and wakes the request coroutine; the
-    coroutine sends them.  ``close`` ends the stream; when the coroutine is
-    stuck in a send (a client that stopped reading) it is cancelled, since
-    nothing else would free it.
+    Two ways to carry the hub's writes to the server, chosen once the stream
+    is live (:meth:`send_directly`):
+
+    - **direct**, when the server's ``send`` is compiled (granian): ``write``
+      calls ``send`` inside the hub's own call, as the native engine writes to
+      its socket.  granian queues the bytes and answers with an awaitable that
+      is already done unless the connection's queue is full, so a visit costs
+      one call and no coroutine wakes up.  Only a full queue (a client that
+      reads slowly) leaves a send in flight; its completion makes the
+      subscriber ready again.
+    - **through the request coroutine** otherwise (uvicorn, a mounting
+      framework's wrapped ``send``): ``write`` stores the bytes and wakes the
+      coroutine, which sends them, since such a ``send`` is a coroutine that
+      must run in the request's task.
+
+    ``close`` ends the stream; a send stuck on a client that stopped reading
+    is cancelled (in the coroutine's case by cancelling the task, since
+    nothing else would free it), and such a stream ends without its last
+    chunk.
     """
 
-    __slots__ = ("_loop", "_task", "closed", "disconnected", "pending", "sending", "waiter")
+    __slots__ = (
+        "_in_flight",
+        "_loop",
+        "_on_failed",
+        "_on_sent",
+        "_send",
+        "_task",
+        "_waiting",
+        "abandoned",
+        "closed",
+        "disconnected",
+        "pending",
+        "sending",
+        "waiter",
+    )
 
     def __init__(self, task: asyncio.Task[Any] | None, loop: asyncio.AbstractEventLoop) -> None:
         # The loop is kept: asking for the running loop at every wait costs a
@@ -60,10 +97,22 @@ class StreamSink:
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.disconnected = False
+        self.abandoned = False
         self.sending = False
         self._task = task
+        self._send: Send | None = None
+        self._on_sent: Callable[[], object] | None = None
+        self._on_failed: Callable[[BaseException], object] | None = None
+        self._in_flight: Iterator[Any] | None = None
+        self._waiting: asyncio.Future[Any] | None = None
 
     def write(self, data: bytes) -> None:
+        if self._send is not None:
+            if self.closed:
+                return
+            if self._in_flight is None:
+                self._send_now(data)
+                return
         if self.pending is None:
             self.pending = data
         else:
@@ -74,23 +123,107 @@ class StreamSink:
         if self.closed:
             return
         self.closed = True
-        if self.sending and self._task is not None:
+        waiting = self._waiting
+        if waiting is not None:  # a direct send stuck on a client that stopped reading
+            self.abandoned = True
+            self._in_flight = self._waiting = None
+            # granian's future would keep the callback, out of the collector's sight
+            waiting.remove_done_callback(self._resume)
+            waiting.cancel()
+        elif self.sending and self._task is not None:
             self._task.cancel()
         self._wake()
 
     def detach(self) -> None:
-        """The stream is over: let go of the request's task.
+        """The stream is over: let go of the request's task and of the server's ``send``.
 
         A task the hub cancelled keeps its CancelledError, whose traceback
         holds the request's frames, which hold this sink: task -> error ->
         frame -> sink -> task would wait for the cyclic collector.
         """
         self._task = None
+        self._send = self._on_sent = self._on_failed = None
 
     def lost(self) -> None:
         """The server told us the client went away."""
         self.disconnected = True
         self.close()
+
+    # ------------------------------------------------------------ direct
+
+    @staticmethod
+    def can_send_directly(send: Send) -> bool:
+        """Whether ``send`` may be called outside the request's task: a compiled one (granian's).
+
+        A ``send`` written in Python (uvicorn's, or a framework's wrapper
+        around the server's) is or wraps a coroutine that may rely on running
+        in the request's task.
+        """
+        return isinstance(send, types.BuiltinFunctionType)
+
+    def send_directly(
+        self, send: Send, on_sent: Callable[[], object], on_failed: Callable[[BaseException], object]
+    ) -> None:
+        """From now on ``write`` calls ``send`` itself; ``on_sent`` follows each completed send."""
+        self._send, self._on_sent, self._on_failed = send, on_sent, on_failed
+        data, self.pending = self.pending, None
+        if data:
+            self._send_now(data)
+        elif not self.closed:
+            on_sent()
+
+    async def wait_closed(self) -> None:
+        """Wait, in the request's task, until the hub or the client ends a direct stream."""
+        while not self.closed:
+            self.waiter = self._loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def _send_now(self, data: bytes) -> None:
+        send = self._send
+        assert send is not None
+        try:
+            step = send({"type": "http.response.body", "body": data, "more_body": True}).__await__()
+            self._step(step)
+        except Exception as exc:  # the server could not write: the client is gone
+            self._failed(exc)
+
+    def _step(self, step: Iterator[Any]) -> None:
+        """Drive the send's awaitable as a task would: done at once, or wait on the future it yields."""
+        try:
+            waiting = next(step)
+        except StopIteration:
+            self._in_flight = self._waiting = None
+            self._sent()
+            return
+        self._in_flight, self._waiting = step, waiting
+        waiting.add_done_callback(self._resume)
+
+    def _resume(self, _future: object) -> None:
+        step = self._in_flight
+        if step is None:  # closed meanwhile: the send was abandoned
+            return
+        try:
+            self._step(step)
+        except (Exception, asyncio.CancelledError) as exc:
+            self._in_flight = self._waiting = None
+            self._failed(exc)
+
+    def _sent(self) -> None:
+        data, self.pending = self.pending, None
+        if data and not self.closed:  # written while the send was in flight (a goodbye, a reset)
+            self._send_now(data)
+        elif self._on_sent is not None and not self.closed:
+            self._on_sent()
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._on_failed is not None and not self.closed:
+            self._on_failed(exc)
+        self.close()
+
+    # --------------------------------------------------------- coroutine
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -304,6 +437,18 @@ class SSEApp:
                 async for chunk in hub.replay(sub, last_event_id):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             sink.sending = False
+            if StreamSink.can_send_directly(send):
+                hub.transport_write_pace(DIRECT_WRITE_PACE)
+                on_sent, on_failed = (
+                    functools.partial(hub.ready, sub),
+                    functools.partial(hub.write_failed, sub),
+                )
+                sink.send_directly(send, on_sent, on_failed)
+                await sink.wait_closed()
+                if not (sink.disconnected or sink.abandoned):
+                    with contextlib.suppress(Exception):  # the client may be gone meanwhile
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             hub.ready(sub)
             while True:
                 data = await sink.next_chunk()

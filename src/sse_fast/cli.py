@@ -13,7 +13,7 @@ from .client_cli import add_listen_parser, add_push_parser
 from .config import ServeConfig
 from .engines import run
 
-_TYPES: dict[str, type] = {"int": int, "float": float}
+_TYPES: dict[str, type] = {"int": int, "float": float, "int | None": int, "float | None": float}
 """Field annotations (strings, under ``from __future__ import annotations``) that argparse converts."""
 
 

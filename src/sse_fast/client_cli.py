@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 
+from . import json_text
 from ._core import ServerSentEvent
 from .errors import ClientStoppedError
 from .sync_client import SyncClient
@@ -172,7 +173,9 @@ def push(args: argparse.Namespace) -> int:
         headers["Authorization"] = f"Bearer {args.token}"
     url = push_url(args.url)
     try:
-        response = httpx.post(url, content=orjson.dumps(body), headers=headers, timeout=args.timeout)
+        response = httpx.post(
+            url, content=json_text.dumps(body).encode(), headers=headers, timeout=args.timeout
+        )
     except httpx.HTTPError as exc:
         print(f"sse-fast push: error: {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -206,7 +209,7 @@ def _server_msg(response: httpx.Response) -> str:
 
 def _json(text: str) -> Any:
     try:
-        return orjson.loads(text)
+        return json_text.loads(text.encode("utf-8", "surrogateescape"))
     except orjson.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
 

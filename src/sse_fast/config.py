@@ -73,6 +73,13 @@ class ServeConfig:
     fanout_slice_visits: int = field(
         default=256, metadata=cli("subscribers one slice of a fan-out pass visits at most")
     )
+    fanout_write_pace: float | None = field(
+        default=None,
+        metadata=cli(
+            "seconds a fan-out slice leaves per write before the next slice, so that the server's own "
+            "write queue stays short (default: what the engine needs; granian 16e-6, native 0)"
+        ),
+    )
     log_level: str = field(default="info", metadata=cli("log level", choices=LOG_LEVELS))
     dashboard: bool = field(
         default=True,
@@ -138,6 +145,8 @@ class ServeConfig:
             raise ValueError("--fanout-slice: must be a positive number of seconds")
         if self.fanout_slice_visits < 1:
             raise ValueError("--fanout-slice-visits: must be at least 1")
+        if self.fanout_write_pace is not None and not self.fanout_write_pace >= 0:
+            raise ValueError("--fanout-write-pace: must be zero or a positive number of seconds")
         if self.max_body < 1:
             raise ValueError("--max-body: must be at least 1 byte")
         if self.engine not in ENGINES:

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from . import json_text
+from ._core import check_single_line
 from .auth import UidResolver, check_push_token, query_uid
 from .config import DEFAULT_MAX_BODY
 from .errors import HTTPError, HubOverloadedError, InvalidEventError, SSEFastError
@@ -100,13 +102,22 @@ class Endpoints:
     # ------------------------------------------------------------ subscribe
 
     async def subscription(self, request: Request) -> Subscription:
-        """Authenticate a subscribe request and read its options (raises HTTPError)."""
+        """Authenticate a subscribe request and read its options (raises HTTPError).
+
+        ``Last-Event-ID`` (or ``?last_event_id=``, percent-decoded) is UTF-8, as
+        browsers and EventSource clients send it.  Bytes that are not UTF-8
+        are kept as lone surrogates (``surrogateescape``): no event id holds
+        one, so the hub answers ``reset`` with ``malformed_id``.  The event-type
+        filter follows the rule of event types (:func:`check_single_line`).
+        """
         resolved = self.resolve_uid(request)
         uid = resolved if isinstance(resolved, str) else await resolved
-        event_type = request.query("event_type") or request.header(b"event-type") or None
-        last_event_id = request.header(b"last-event-id")
-        if last_event_id is None:
-            last_event_id = request.query("last_event_id")
+        raw_type = request.query_bytes("event_type") or request.header_bytes(b"event-type") or None
+        event_type = None if raw_type is None else _event_type_filter(raw_type)
+        raw_id = request.header_bytes(b"last-event-id")
+        if raw_id is None:
+            raw_id = request.query_bytes("last_event_id")
+        last_event_id = None if raw_id is None else raw_id.decode("utf-8", "surrogateescape")
         return Subscription(uid, event_type, last_event_id)
 
     def open_subscription(self, wanted: Subscription, sink: SubscriberSink) -> Subscriber:
@@ -190,10 +201,26 @@ class Endpoints:
         return Response.json(200, {"status": "ready", "connections": hub.connections})
 
 
-def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
-    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise."""
+def _event_type_filter(raw: bytes) -> str:
+    """A subscriber's event type (UTF-8), or HTTPError 400 when no event could have it."""
     try:
-        payload = orjson.loads(body)
+        event_type = raw.decode()
+    except UnicodeDecodeError:
+        raise HTTPError(400, "event_type: must be UTF-8") from None
+    try:
+        check_single_line(event_type, "event_type")
+    except InvalidEventError as exc:
+        raise HTTPError(400, str(exc)) from None
+    return event_type
+
+
+def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
+    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise.
+
+    Integers beyond 64 bits are decoded exactly (:func:`sse_fast.json_text.loads`).
+    """
+    try:
+        payload = json_text.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HTTPError(400, f"body: invalid JSON ({exc})") from None
     if not isinstance(payload, dict):

@@ -37,18 +37,32 @@ class Request:
         return cls(str(scope.get("method", "GET")), path, bytes(scope.get("query_string", b"")), headers)
 
     def header(self, name: bytes) -> str | None:
-        """The first value of header ``name`` (lower-case), decoded as Latin-1."""
+        """The first value of header ``name`` (lower-case), decoded as Latin-1 (for ASCII headers)."""
+        value = self.header_bytes(name)
+        return None if value is None else value.decode("latin-1")
+
+    def header_bytes(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), as it arrived."""
         for key, value in self.headers:
             if key == name:
-                return value.decode("latin-1")
+                return value
         return None
 
     def query(self, name: str) -> str | None:
-        """The first value of query parameter ``name``."""
+        """The first value of query parameter ``name``, percent-decoded as UTF-8 (U+FFFD for what is not)."""
+        value = self.query_bytes(name)
+        return None if value is None else value.decode("utf-8", "replace")
+
+    def query_bytes(self, name: str) -> bytes | None:
+        """The first value of query parameter ``name``, percent-decoded to bytes (``+`` is a space)."""
         if self._query is None:
-            self._query = parse_qs(self._query_string.decode("latin-1"), keep_blank_values=True)
+            # Latin-1 maps each byte to one character and back, so the values
+            # come out as the bytes the client meant, raw or percent-encoded.
+            self._query = parse_qs(
+                self._query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
+            )
         values = self._query.get(name)
-        return values[0] if values else None
+        return values[0].encode("latin-1") if values else None
 
 
 def decode_path(raw_path: bytes) -> str:

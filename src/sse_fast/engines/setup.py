@@ -36,6 +36,7 @@ def build_hub(config: ServeConfig) -> Hub:
         ring_frames=config.ring_frames,
         slice_seconds=config.fanout_slice,
         slice_visits=config.fanout_slice_visits,
+        write_pace=config.fanout_write_pace,
     )
 
 

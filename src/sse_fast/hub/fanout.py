@@ -20,6 +20,15 @@ slowest part of the round grows; past half the ring a broadcast is refused
 (:meth:`Fanout.overloaded`), instead of letting the ring overrun every
 subscriber at once.
 
+A transport that only queues a write for another thread to carry out
+(granian hands it to its Rust runtime) would let a slice queue writes faster
+than they leave, and everything that transport does after them — the answer
+to the publisher included — would wait behind the queue.  ``write_pace``
+spaces the slices for it: after a slice that made W writes, the next one
+starts W * ``write_pace`` seconds later.  A transport that writes to the
+socket inside the call (the native engine) needs none: the slice's time
+budget already counts the writes.
+
 This is the hot path: code that runs once per subscriber per event keeps
 what it needs in locals and direct attributes, and reads the clock once per
 slice (:attr:`Fanout.now`), not once per write.
@@ -44,9 +53,10 @@ SLICE_SECONDS = 0.002
 """Default time budget of one slice of a pass (the curve that chose it: benchmarks/RESULTS.md)."""
 SLICE_VISITS = 256
 """Default count budget of one slice.  A visit may cost the loop more after the
-slice than in it: an ASGI sink only wakes its request's task, which sends on
-the loop's next turn, so the time budget alone would let one slice wake
-thousands of sends that then run back to back."""
+slice than in it: an ASGI sink under a server whose ``send`` is a coroutine
+(uvicorn) only wakes its request's task, which sends on the loop's next turn,
+so the time budget alone would let one slice wake thousands of sends that
+then run back to back."""
 _CHECK_EVERY = 16
 """Visits between two looks at the clock: a look costs ~1 % of a write, a write ~8 µs."""
 
@@ -69,11 +79,14 @@ class Fanout:
         clock: Clock,
         slice_seconds: float = SLICE_SECONDS,
         slice_visits: int = SLICE_VISITS,
+        write_pace: float = 0.0,
     ) -> None:
         if not slice_seconds > 0:
             raise ValueError("slice_seconds: must be a positive number of seconds")
         if slice_visits < 1:
             raise ValueError("slice_visits: must be at least 1")
+        if not write_pace >= 0:
+            raise ValueError("write_pace: must be zero or a positive number of seconds")
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop the slices run on, once the hub has started."""
         self.now = 0.0
@@ -87,6 +100,8 @@ class Fanout:
         self._fell_behind = failures.fell_behind
         self.slice_seconds = slice_seconds
         self.slice_visits = slice_visits
+        self.write_pace = write_pace
+        self._writes = 0  # writes made by the slice under way
         self._dirty: dict[Subscriber, None] = {}  # with private frames, since the last slice
         self._slice_scheduled = False
         # The round: a snapshot of the subscribers, the hand's position in it,
@@ -215,9 +230,20 @@ class Fanout:
             loop = self.loop or asyncio.get_running_loop()
             loop.call_soon(self._slice)
 
+    def _schedule_next_slice(self) -> None:
+        """Schedule the next slice: on the loop's next turn, or once the transport carried these writes."""
+        pause = self._writes * self.write_pace
+        if pause <= 0:
+            self._schedule_slice()
+            return
+        self._slice_scheduled = True
+        loop = self.loop or asyncio.get_running_loop()
+        loop.call_later(pause, self._slice)
+
     def _slice(self) -> None:
         """One slice: the subscribers with private frames, then the round, until the budget is spent."""
         self._slice_scheduled = False
+        self._writes = 0
         self.tick()
         deadline = perf_counter() + self.slice_seconds
         if self._dirty:
@@ -228,7 +254,7 @@ class Fanout:
         if self._owed:
             self._visit(deadline)
         if self._owed or self._dirty:
-            self._schedule_slice()  # call_soon: the loop polls its sockets before it runs
+            self._schedule_next_slice()  # the loop polls its sockets before it runs
         elif self._drained:
             waiters, self._drained = self._drained, []
             for waiter in waiters:
@@ -287,6 +313,7 @@ class Fanout:
         if not data:
             return
         sub.inflight_from = start
+        self._writes += 1
         sub.busy = True
         sub.busy_since = sub.last_write = self.now
         self._stats.deliveries += count

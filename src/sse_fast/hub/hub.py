@@ -24,12 +24,11 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-import orjson
-
 from .._core import HEARTBEAT, FanoutRing, encode_event
 from ..errors import EmptyPushError, HubClosedError, HubFullError, HubOverloadedError
 from ..event import Event, encode_body, validate_uids
 from ..ids import new_epoch
+from ..json_text import dumps
 from ..protocol import SHUTDOWN_EVENT
 from ..stores.base import Clock, NewEvent, Store
 from .failures import DeliveryFailures, PushFailedCallback
@@ -58,7 +57,9 @@ class Hub:
     (:attr:`store_error`) and whether it still holds the hub's history.
     ``clock`` (monotonic seconds; default: the running loop's ``time()``)
     times heartbeats and stalls: a test can move it by hand and call
-    :meth:`sweep` instead of sleeping.
+    :meth:`sweep` instead of sleeping.  ``slice_seconds``, ``slice_visits``
+    and ``write_pace`` shape the fan-out's slices (:mod:`sse_fast.hub.fanout`);
+    ``write_pace`` defaults to what the transport says it needs.
     """
 
     ready: Callable[[Subscriber], None]
@@ -84,6 +85,7 @@ class Hub:
         clock: Clock | None = None,
         slice_seconds: float = SLICE_SECONDS,
         slice_visits: int = SLICE_VISITS,
+        write_pace: float | None = None,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError("heartbeat: must be a positive number of seconds")
@@ -98,7 +100,10 @@ class Hub:
         self._ring = ring = FanoutRing(ring_frames, ring_bytes)
         self._registry = registry = SubscriberRegistry()
         self._failures = failures = DeliveryFailures(ring, registry, stats, on_push_failed)
-        self._fanout = fanout = Fanout(ring, registry, failures, stats, clock, slice_seconds, slice_visits)
+        self._fanout = fanout = Fanout(
+            ring, registry, failures, stats, clock, slice_seconds, slice_visits, write_pace or 0.0
+        )
+        self._write_pace_given = write_pace is not None
         self.ready = fanout.ready
         self._sweep = HeartbeatSweep(
             registry,
@@ -162,7 +167,7 @@ class Hub:
             if task is not None:
                 task.cancel()
         self._sweeper = self._store_watch = None
-        goodbye = encode_event(orjson.dumps({"reason": reason}).decode(), SHUTDOWN_EVENT, None, retry_ms)
+        goodbye = encode_event(dumps({"reason": reason}), SHUTDOWN_EVENT, None, retry_ms)
         for sub in self._registry.snapshot():
             self._fanout.flush_one(sub)  # what is pending goes before the goodbye
             sub.sink.write(goodbye)
@@ -233,6 +238,20 @@ class Hub:
     def resend(self) -> bool:
         """Whether resuming subscribers get what they missed (a store is needed)."""
         return self._resend.enabled
+
+    @property
+    def write_pace(self) -> float:
+        """Seconds the fan-out leaves per write it handed to the transport before its next slice."""
+        return self._fanout.write_pace
+
+    def transport_write_pace(self, seconds: float) -> None:
+        """A transport that carries writes on another thread says how long each takes.
+
+        It applies unless the hub was given ``write_pace`` explicitly (see
+        :mod:`sse_fast.hub.fanout`).
+        """
+        if not self._write_pace_given:
+            self._fanout.write_pace = seconds
 
     @property
     def replay_page(self) -> int:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import orjson
-
-from .._core import FanoutRing, encode_event
-from ..errors import InvalidEventIdError
+from .._core import FanoutRing, check_single_line, encode_event
+from ..errors import InvalidEventError, InvalidEventIdError
 from ..ids import EventId, format_id
+from ..json_text import dumps, escape_line_separators
 from ..protocol import HISTORY_LOST, RESET_EVENT
-from ..stores.base import Clock, Store
+from ..stores.base import Clock, Store, StoredEvent
 from .fanout import Fanout
 from .history import History
 from .registry import SubscriberRegistry
@@ -22,9 +21,53 @@ logger = logging.getLogger("sse_fast.hub")
 
 
 def reset_frame(reason: str, last_event_id: str | None, event_id: str | None = None) -> bytes:
-    """A ``reset`` event: the client cannot go on from ``last_event_id``, and why."""
-    data = orjson.dumps({"reason": reason, "last_event_id": last_event_id}).decode()
+    """A ``reset`` event: the client cannot go on from ``last_event_id``, and why.
+
+    The id is echoed as text: bytes that were not UTF-8 (kept as lone
+    surrogates) as U+FFFD, line separators escaped as all data is.
+    """
+    if last_event_id is not None and not last_event_id.isascii():
+        last_event_id = last_event_id.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    data = dumps({"reason": reason, "last_event_id": last_event_id})
     return encode_event(data, RESET_EVENT, event_id)
+
+
+def may_be_an_id(text: str) -> bool:
+    """Whether any event could carry ``text`` as its id (the rule ``encode_event`` applies).
+
+    A ``Last-Event-ID`` that breaks it (bytes that were not UTF-8, a control
+    character) is malformed whatever the store holds.
+    """
+    try:
+        check_single_line(text, "id")
+    except InvalidEventError:
+        return False
+    return True
+
+
+def replay_frames(page: list[StoredEvent]) -> bytes:
+    """One page of stored events as wire bytes, for one write."""
+    try:
+        return b"".join([encode_event(e.data, e.event, e.id) for e in page])
+    except InvalidEventError:
+        return b"".join([_stored_frame(e) for e in page])
+
+
+def _stored_frame(event: StoredEvent) -> bytes:
+    """An event stored before its characters were refused: data with U+2028 and
+    the like escaped (exact for JSON data), and left out with a warning when
+    that is not enough, rather than ending every replay that reaches it."""
+    try:
+        return encode_event(event.data, event.event, event.id)
+    except InvalidEventError:
+        pass
+    try:
+        return encode_event(escape_line_separators(event.data.encode()).decode(), event.event, event.id)
+    except InvalidEventError as exc:
+        logger.warning(
+            "event %s is not replayed: it was stored before such events were refused (%s)", event.id, exc
+        )
+        return b""
 
 
 class Resend:
@@ -92,7 +135,7 @@ class Resend:
                     sub.after_seq = after
                     self._stats.replayed += len(page)
                     sub.busy_since = self._clock()
-                    yield b"".join([encode_event(e.data, e.event, e.id) for e in page])
+                    yield replay_frames(page)
                     sub.busy_since = sub.last_write = self._clock()
                     if len(page) == self.replay_page:
                         continue
@@ -113,6 +156,8 @@ class Resend:
         store = self._store
         if not self.enabled or store is None:
             return history.seq, "no_history"
+        if not may_be_an_id(last_event_id):
+            return 0, "malformed_id"
         try:
             parsed = EventId.parse(last_event_id)
         except InvalidEventIdError:
