@@ -23,6 +23,7 @@ RANKS: dict[str, int] = {
     "sse_fast.event": 1,
     "sse_fast.request": 1,
     "sse_fast.responses": 1,
+    "sse_fast.deadlines": 1,
     "sse_fast.metrics": 1,
     "sse_fast.parentwatch": 1,
     "sse_fast.stores": 2,

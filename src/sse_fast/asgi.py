@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Seque
 from typing import Any
 
 from .auth import UidResolver, query_uid
-from .config import DEFAULT_MAX_BODY
+from .config import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY
+from .deadlines import BodyDeadlines
 from .endpoints import Endpoints
 from .errors import HTTPError
 from .hub import Hub, Subscriber
@@ -258,7 +259,8 @@ class SSEApp:
     gone client would be noticed only when its socket's buffer fills.
     ``manage_hub`` lets the app start the hub (at lifespan startup or on the
     first request) and close it at shutdown; turn it off when the enclosing
-    application owns the hub's life.
+    application owns the hub's life.  ``body_timeout`` is how long a
+    request body may take to arrive in full (408 past it).
     """
 
     def __init__(
@@ -269,10 +271,12 @@ class SSEApp:
         push_token: str | None = None,
         cors_origins: Sequence[str] = (),
         max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         watch_disconnect: bool = True,
         manage_hub: bool = True,
     ) -> None:
         self.hub = hub
+        self._body_deadlines = BodyDeadlines(body_timeout)
         self.endpoints = Endpoints(
             hub, resolve_uid=resolve_uid, push_token=push_token, cors_origins=cors_origins, max_body=max_body
         )
@@ -319,6 +323,10 @@ class SSEApp:
     @property
     def max_body(self) -> int:
         return self.endpoints.max_body
+
+    @property
+    def body_timeout(self) -> float:
+        return self._body_deadlines.timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -486,11 +494,18 @@ class SSEApp:
         await send_response(send, await self.endpoints.push(request, body))
 
     async def _read_body(self, receive: Receive) -> bytes:
+        """The whole request body, within ``--max-body`` bytes and ``--body-timeout`` seconds.
+
+        The deadline is fixed when the app starts reading (the request head has
+        just ended) and covers the whole body (:mod:`sse_fast.deadlines`).
+        """
         chunks: list[bytes] = []
         total = 0
         limit = self.endpoints.max_body
+        deadlines = self._body_deadlines
+        deadline = deadlines.start()
         while True:
-            message = await receive()
+            message = await deadlines.receive(receive, deadline)
             if message["type"] == "http.disconnect":
                 raise HTTPError(400, "body: client disconnected before sending it")
             chunk = message.get("body", b"")
