@@ -2,11 +2,13 @@
 
 :class:`SSEApp` serves a :class:`~sse_fast.hub.Hub` to any ASGI server
 (granian is the default, uvicorn works) and can be mounted inside a
-Starlette/FastAPI application.  Each subscriber's request coroutine owns one
-small :class:`StreamSink`: the hub writes bytes into it without blocking, the
-coroutine wakes, sends them with one ``http.response.body`` message and tells
-the hub it is ready for more.  Everything that piled up meanwhile leaves in the
-next single send.
+Starlette/FastAPI application.  Each subscriber's request owns one small
+:class:`StreamSink`, through which the hub's writes reach the server as one
+``http.response.body`` message each: under granian the sink calls granian's
+compiled ``send`` inside the hub's call; under a server whose ``send`` is a
+coroutine, the sink wakes the request coroutine, which sends.  Either way the
+hub hears when the server has taken the bytes, and everything that piled up
+meanwhile leaves in the next single send.
 
 Routes (relative to the mount point) are those of :mod:`sse_fast.routes`:
 ``GET /events`` to subscribe, ``POST /push`` to publish, ``GET /stats``,
