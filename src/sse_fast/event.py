@@ -14,6 +14,7 @@ import orjson
 
 from ._core import encode_event
 from .errors import InvalidEventError
+from .ids import publisher_id_rule
 
 
 @dataclass(slots=True)
@@ -23,7 +24,10 @@ class Event:
     ``data`` is JSON-encoded (compact, one line) as the reference server does,
     so a client can ``JSON.parse(e.data)``; pass ``raw=True`` to send a string
     as it is (it may span lines).  ``id`` is normally left out: the hub assigns
-    strictly increasing ids; one given here is sent as it is.
+    strictly increasing ids.  One given here is sent as it is, stored with the
+    event and resumable (a client's ``Last-Event-ID`` naming it continues after
+    the latest event saved with it); it must not have the server's form
+    ``<epoch>-<seq>`` (see :func:`~sse_fast.ids.publisher_id_rule`).
     """
 
     event: str = "message"
@@ -93,6 +97,9 @@ def encode_body(event: Event, index: int = 0) -> tuple[str, bytes]:
         body = encode_event(text, event.event)
         if event.id is not None:
             encode_event("", None, event.id)
+            rule = publisher_id_rule(event.id)
+            if rule is not None:
+                raise InvalidEventError("id", rule)
     except InvalidEventError as exc:
         raise InvalidEventError(f"{where}.{exc.field}", exc.reason) from None
     return text, body
