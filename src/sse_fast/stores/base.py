@@ -37,6 +37,10 @@ from typing import Protocol, runtime_checkable
 from ..errors import SSEFastError
 
 DEFAULT_PAGE = 100
+MIN_ID_WINDOW = 1_000
+"""Seqs below the first retained event whose publisher ids the index still knows, at the
+least (:meth:`Retention.ids_kept_from`): a window that retention by age alone would let
+shrink to nothing in a quiet spell."""
 
 
 class StoreClosedError(SSEFastError):
@@ -96,12 +100,12 @@ class Retention:
         retained seqs ``first`` .. ``last``.
 
         The ids of the retained events, and those of the events dropped within
-        one more window (``max_events``, or under ``max_age`` alone the
-        retained span): a client resuming from one of those hears ``expired``,
-        not ``unknown_id``.  So the index holds at most about twice the ids of
-        the retained events.
+        one more window below ``first``: as many seqs as retention keeps
+        (``max_events``, or the retained span, whichever is more), and at least
+        :data:`MIN_ID_WINDOW`.  A client resuming from one of those hears
+        ``expired``, not ``unknown_id``; the index holds no more ids than that.
         """
-        window = self.max_events if self.max_events is not None else last - first + 1
+        window = max(self.max_events or 0, last - first + 1, MIN_ID_WINDOW)
         return max(1, first - window)
 
 

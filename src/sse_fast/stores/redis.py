@@ -46,9 +46,10 @@ age: live ones by the recipients of the retained events, stale ones (not yet
 swept) by no more than that again.  With ``index_ttl`` (default: ``max_age``)
 the user indexes also expire on their own when nobody writes.  ``{P}:ids``
 is trimmed by score in the same script, one retention window below the
-stream's first entry (``max_events``, or the stream's span under ``max_age``
-alone: see ``Retention.ids_kept_from``), so it holds at most about twice the
-ids of the retained entries; a resume looks an id up with one ``ZSCORE``.
+stream's first entry (``max_events``, the stream's span or ``MIN_ID_WINDOW``,
+whichever is more: see ``Retention.ids_kept_from``), so it holds no more ids
+than the retained entries and that window; a resume looks an id up with one
+``ZSCORE``.
 ``list_after`` reads at most ``limit`` candidates per index per round trip, both
 indexes in one MULTI/EXEC (so a concurrent save is seen in both or in neither), and
 checks each entry's own ``u`` field, so a stale index member is harmless.
@@ -86,6 +87,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..ids import format_id, new_epoch
 from .base import (
     DEFAULT_PAGE,
+    MIN_ID_WINDOW,
     Clock,
     HistoryLostError,
     NewEvent,
@@ -164,7 +166,7 @@ def _fails_as_unavailable(
 # holds our epoch (Redis was flushed under us): the counter would start again
 # at 1 and hand out ids that clients already hold.
 _SAVE_LUA = (
-    f"local sweep = {INDEX_SWEEP}\n"
+    f"local sweep = {INDEX_SWEEP}\nlocal min_id_window = {MIN_ID_WINDOW}\n"
     + """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[7] then
@@ -240,10 +242,7 @@ end
 local below = '(' .. string.format('%d', first)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', below)
 -- publisher ids: one retention window below the first entry (Retention.ids_kept_from)
-local window = last - first + 1
-if maxlen > 0 then
-  window = maxlen
-end
+local window = math.max(maxlen, last - first + 1, min_id_window)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%d', first - window))
 local users = string.sub(KEYS[1], 1, -4) .. 'users'
 local ttl = tonumber(ARGV[4])
