@@ -27,7 +27,8 @@ def test_a_replay_sends_the_very_bytes_the_live_stream_sent() -> None:
         seen = len(live.writes)
         await hub.push(Event("order", {"n": 1}, id="order:1"))
         await hub.push(Event("order", {"n": 2}))
-        await hub.push([Event("chat", "x", id="msg é 1"), Event("chat", "y\nz", id="msg é 2", raw=True)], ["a"])
+        unicasts = [Event("chat", "x", id="msg é 1"), Event("chat", "y\nz", id="msg é 2", raw=True)]
+        await hub.push(unicasts, ["a"])
         await hub.push(Event(data=None, id="plain"))
         await settle()
         live_bytes = b"".join(live.writes[seen:])
@@ -100,7 +101,8 @@ def test_an_expired_publisher_id_gets_reset_expired_and_an_unknown_one_unknown_i
         await hub.push(Event("e", 1, id="dropped-too"))
         await hub.push(Event("e", 2, id="edge"))  # the event after it is retained: no gap
         await hub.push([Event("e", n, id=f"kept{n}") for n in range(3, 6)])
-        for last_id, reason in [("gone", "expired"), ("dropped-too", "expired"), ("never-sent", "unknown_id")]:
+        resumes = [("gone", "expired"), ("dropped-too", "expired"), ("never-sent", "unknown_id")]
+        for last_id, reason in resumes:
             conn = await Connection(hub, "a").open(last_event_id=last_id)
             await settle()
             assert conn.events[0].event == RESET_EVENT

@@ -21,9 +21,7 @@ from test_resend import ids_of, redis_store_url
 from test_stores import write_v0_file
 
 
-@pytest.fixture(
-    scope="module", params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
-)
+@pytest.fixture(scope="module", params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The store of this module's shared servers (SQLite on a temporary file)."""
     if request.param == "memory":
@@ -93,9 +91,8 @@ def test_a_publisher_id_of_the_server_form_is_refused_naming_the_field(
     reader = subscribe(f"{server.url}/events?uid={uid}")
     reader.wait_subscribed()
     for bad in ("order-17", "k3v9x0qa-1"):
-        answer = server.push(
-            [{"event": "x", "data": 1, "id": unique_id("fine")}, {"event": "x", "data": 2, "id": bad}], uids=[uid]
-        )
+        fine = {"event": "x", "data": 1, "id": unique_id("fine")}
+        answer = server.push([fine, {"event": "x", "data": 2, "id": bad}], uids=[uid])
         assert answer.status_code == 400
         body = answer.json()
         assert body["code"] == 400 and body["data"] == {}

@@ -172,8 +172,9 @@ def test_publisher_id_index_is_bounded_by_retention(redis_url: str, prefix: str,
         assert len(members) == last - cut + 1 <= bound, (len(members), first, cut)
         assert worst <= bound, worst
         assert members == [(f"pub:{seq - 1}", seq) for seq in range(cut, last + 1)]
-        [entry] = await store._redis.xrange(store.stream_key, f"{last}-0", f"{last}-0")
-        assert entry[1]["i"] == f"pub:{total - 1}"
+        entries = await store._redis.xrange(store.stream_key, f"{last}-0", f"{last}-0")
+        assert entries is not None and entries[0][1] is not None
+        assert entries[0][1]["i"] == f"pub:{total - 1}"
         await store.close()
 
     run(body())

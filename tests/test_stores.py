@@ -25,7 +25,6 @@ import redis.asyncio as aioredis
 
 from conftest import reachable_redis
 from sse_fast.ids import EventId
-from sse_fast.stores.sqlite import SCHEMA_VERSION
 from sse_fast.stores import (
     MIN_ID_WINDOW,
     HistoryLostError,
@@ -39,6 +38,7 @@ from sse_fast.stores import (
     StoredEvent,
     open_store,
 )
+from sse_fast.stores.sqlite import SCHEMA_VERSION
 
 REDIS_URL = os.environ.get("SSE_FAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
