@@ -158,7 +158,8 @@ def _fails_as_unavailable(
 # KEYS: seq, stream, broadcast index, epoch, publisher id index.
 # ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
 #       index ttl seconds (0 = none), created, n, the epoch this store opened,
-#       then n x (event, data, uids JSON or "", publisher id or "").
+#       the values per event (3, or 4 when some event of the batch has a publisher id),
+#       then n x (event, data, uids JSON or "" [, publisher id or ""]).
 # Also writes {P}:users (named after KEYS[1], {P}:seq, in the same hash slot): uid ->
 # newest seq of {P}:u:<uid>, so that indexes left wholly below the stream's first
 # entry are found and deleted without a scan.
@@ -173,6 +174,7 @@ if epoch ~= ARGV[7] then
   return redis.error_reply('SSEFAST_EPOCH ' .. tostring(epoch))
 end
 local n = tonumber(ARGV[6])
+local stride = tonumber(ARGV[8])
 local last = redis.call('INCRBY', KEYS[1], n)
 local maxlen = tonumber(ARGV[2])
 local created = ARGV[5]
@@ -180,7 +182,7 @@ local newest = {}
 local seq = last - n
 for i = 0, n - 1 do
   seq = seq + 1
-  local at = 8 + 4 * i
+  local at = 9 + stride * i
   local sid = string.format('%d', seq)
   local args = {'XADD', KEYS[2]}
   if maxlen > 0 then
@@ -190,7 +192,7 @@ for i = 0, n - 1 do
   table.insert(args, 't'); table.insert(args, created)
   table.insert(args, 'e'); table.insert(args, ARGV[at])
   table.insert(args, 'd'); table.insert(args, ARGV[at + 1])
-  local pid = ARGV[at + 3]
+  local pid = stride == 4 and ARGV[at + 3] or ''
   if pid ~= '' then
     table.insert(args, 'i'); table.insert(args, pid)
     redis.call('ZADD', KEYS[5], seq, pid)
@@ -446,11 +448,15 @@ class RedisStore:
             len(events),
             self._epoch,
         ]
+        # A batch without publisher ids sends what it sent before they existed.
+        with_ids = any(ev.publisher_id is not None for ev in events)
+        args.append(4 if with_ids else 3)
         for ev in events:
             args.append(ev.event)
             args.append(ev.data)
             args.append(orjson.dumps(ev.uids).decode() if ev.uids else "")
-            args.append(ev.publisher_id or "")  # never empty when given: event.publisher_id_rule
+            if with_ids:
+                args.append(ev.publisher_id or "")  # never empty when given: event.publisher_id_rule
         keys = [self.seq_key, self.stream_key, self.broadcast_key, self.epoch_key, self.ids_key]
         try:
             result = await self._save_script(keys=keys, args=args)

@@ -116,6 +116,13 @@ CREATE TABLE IF NOT EXISTS publisher_ids (
 CREATE INDEX IF NOT EXISTS publisher_ids_seq ON publisher_ids(seq);
 """
 
+_INSERT_WITH_ID = (
+    "INSERT INTO events(seq, event, data, created, uids, publisher_id) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INDEX_ID = (
+    "INSERT INTO publisher_ids(id, seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq"
+)
+
 # The history's bounds as the file holds them.  One sub-select per value, so that
 # each min/max is a single step down the seq index (min and max in one SELECT
 # would scan the table).  created of the newest row: created grows with seq.
@@ -207,6 +214,8 @@ class SQLiteStore:
         self._first_seq = 1
         self._last_created = 0.0
         self._written_seq = 0  # the file's last seq as this process last left it (at open or a commit)
+        # Whether publisher_ids may have rows to prune: a file that never had any pays nothing for them.
+        self._may_hold_ids = True
         self._foreign_writes = 0  # commits that found another process's writes since the last warning
         self._warned_at: float | None = None
         self.commits = 0
@@ -306,6 +315,7 @@ class SQLiteStore:
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', '0')")
         [(epoch,)] = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchall()
         self._epoch = epoch
+        self._may_hold_ids = conn.execute("SELECT 1 FROM publisher_ids LIMIT 1").fetchone() is not None
         last, first, newest = self._file_state(conn)
         self._last_seq = self._written_seq = last
         self._last_created = newest
@@ -372,12 +382,13 @@ class SQLiteStore:
             file_last, file_first, newest = self._file_state(conn)
             if file_last != self._written_seq:
                 self._foreign_write(file_last)
+                self._may_hold_ids = True  # the other process may have saved publisher ids
             seq = max(file_last, self._written_seq)  # never hand out an id twice, whatever the file says
             # never backwards, across processes too: age pruning stops at the first row it keeps
             now = max(self._clock(), newest, self._last_created)
-            rows: list[tuple[int, str, str, float, str | None, str | None]] = []
+            rows: list[tuple[int, str, str, float, str | None]] = []
             recipients: list[tuple[int, str]] = []
-            publisher_ids: list[tuple[str, int]] = []
+            with_ids: list[tuple[int, str, str, float, str | None, str]] = []
             for req in batch:
                 out: list[StoredEvent] = []
                 for ev in req.events:
@@ -385,24 +396,24 @@ class SQLiteStore:
                     uids = ev.uids or None
                     pid = ev.publisher_id
                     encoded = None if uids is None else orjson.dumps(uids).decode()
-                    rows.append((seq, ev.event, ev.data, now, encoded, pid))
+                    if pid is None:
+                        rows.append((seq, ev.event, ev.data, now, encoded))
+                    else:
+                        with_ids.append((seq, ev.event, ev.data, now, encoded, pid))
                     if uids is not None:
                         recipients.extend((seq, uid) for uid in uids)
-                    if pid is not None:
-                        publisher_ids.append((pid, seq))
                     out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now, pid))
                 results.append(out)
+            # Events without a publisher id are written as before ids existed: they cost what they did.
             conn.executemany(
-                "INSERT INTO events(seq, event, data, created, uids, publisher_id) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+                "INSERT INTO events(seq, event, data, created, uids) VALUES (?, ?, ?, ?, ?)", rows
             )
             conn.executemany("INSERT INTO recipients(seq, uid) VALUES (?, ?)", recipients)
-            if publisher_ids:  # in seq order: the latest event with an id wins
-                conn.executemany(
-                    "INSERT INTO publisher_ids(id, seq) VALUES (?, ?)"
-                    " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq",
-                    publisher_ids,
-                )
+            if with_ids:
+                conn.executemany(_INSERT_WITH_ID, with_ids)
+                # in seq order: the latest event with an id wins
+                conn.executemany(_INDEX_ID, [(row[5], row[0]) for row in with_ids])
+                self._may_hold_ids = True
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
             first = self._prune(conn, file_first, seq, now)
             conn.execute("COMMIT")
@@ -454,10 +465,10 @@ class SQLiteStore:
         if cut > first:
             conn.execute("DELETE FROM events WHERE seq < ?", (cut,))
             conn.execute("DELETE FROM recipients WHERE seq < ?", (cut,))
-            # One indexed range: nothing to walk when no event had a publisher id.
-            conn.execute(
-                "DELETE FROM publisher_ids WHERE seq < ?", (self._retention.ids_kept_from(cut, last),)
-            )
+            if self._may_hold_ids:
+                conn.execute(
+                    "DELETE FROM publisher_ids WHERE seq < ?", (self._retention.ids_kept_from(cut, last),)
+                )
             return cut
         return first
 
