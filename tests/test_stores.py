@@ -652,6 +652,25 @@ def test_sqlite_migrates_a_file_from_before_publisher_ids(tmp_path: Path) -> Non
     conn.close()
 
 
+def test_sqlite_prunes_publisher_ids_another_process_saved(tmp_path: Path) -> None:
+    """A store that saved no publisher id itself skips pruning them, until it sees another
+    process write the file: then the other's ids go with their events too."""
+
+    async def body() -> None:
+        path = tmp_path / "shared.db"
+        mine = await opened(SQLiteStore(path, max_events=5))
+        other = await opened(SQLiteStore(path, max_events=5))
+        [theirs] = await other.save([pev(0, "theirs")])
+        await other.close()
+        for start in range(0, MIN_ID_WINDOW + 100, 100):
+            await mine.save([pev(i, None) for i in range(start, start + 100)])
+        assert await mine.first_seq() > theirs.seq + MIN_ID_WINDOW
+        assert await mine.seq_of_publisher_id("theirs") is None
+        await mine.close()
+
+    run(body())
+
+
 def test_sqlite_refuses_a_file_of_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     conn = sqlite3.connect(path)
