@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..errors import SSEFastError
 
@@ -116,13 +116,16 @@ Clock = Callable[[], float]
 wall_clock: Clock = time.time
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(NamedTuple):
     """An accepted event before it has an id.
 
     ``data`` is the wire text (already JSON-encoded when it came as JSON);
     ``uids`` is ``None`` for a broadcast; ``publisher_id`` the publisher's own
     id, when it gave one (the wire id instead of the server's).
+
+    This and :class:`StoredEvent` are built once per event on every save (and
+    every page read), so they are named tuples: built in a third of the time
+    of a frozen dataclass, and as immutable.
     """
 
     event: str
@@ -131,8 +134,7 @@ class NewEvent:
     publisher_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
     """An event as the store keeps it: ``id`` is ``f"{epoch}-{seq}"``; ``publisher_id``
     the publisher's own, which went on the wire instead (see :attr:`wire_id`)."""
 

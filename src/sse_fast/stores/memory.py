@@ -68,14 +68,16 @@ class MemoryStore:
         # created never goes backwards, so age pruning can stop at the first young event.
         now = self._last_created = max(self._clock(), self._last_created)
         out: list[StoredEvent] = []
+        # Locals, not attributes, in the loop: what this saves pays for the publisher id.
+        seq, epoch, ids, id_seqs = self._last_seq, self._epoch, self._ids, self._id_seqs
         for ev in events:
-            self._last_seq += 1
-            seq = self._last_seq
+            seq += 1
             pid = ev.publisher_id
-            out.append(StoredEvent(seq, format_id(self._epoch, seq), ev.event, ev.data, ev.uids, now, pid))
+            out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, ev.uids, now, pid))
             if pid is not None:
-                self._ids[pid] = seq
-                self._id_seqs.append((seq, pid))
+                ids[pid] = seq
+                id_seqs.append((seq, pid))
+        self._last_seq = seq
         self._events.extend(out)
         self._prune(now)
         return out
