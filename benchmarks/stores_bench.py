@@ -10,6 +10,9 @@ Two shapes of load:
 * ``batch100``: callers saving 100 events per call (one large push).
 
 Each row is the median of ``--repeat`` runs (the machine may be shared).
+``CPU µs/event`` is the CPU this process spent per event (all its threads:
+SQLite's writer too), plus for Redis the server's own (``INFO cpu``; another
+client of the same Redis counts in it): steadier than events/s on a busy machine.
 
 Every event is addressed to one of 10,000 users (one recipient row/index
 entry each), with a 100-byte JSON body, as a notification would be.  With
@@ -55,10 +58,29 @@ def make_events(n: int, rng: random.Random, publisher_ids: bool = False) -> list
     ]
 
 
+def redis_cpu(url: str) -> Callable[[], float]:
+    """The Redis server's CPU seconds so far (user + system)."""
+
+    def seconds() -> float:
+        client = redis.Redis.from_url(url)
+        try:
+            info = client.info("cpu")
+            return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        finally:
+            client.close()
+
+    return seconds
+
+
 async def measure(
-    factory: Callable[[], Store], callers: int, batch: int, total: int, publisher_ids: bool = False
-) -> tuple[float, float | None]:
-    """Return (events/s, events per commit or None) for ``callers`` concurrent savers."""
+    factory: Callable[[], Store],
+    callers: int,
+    batch: int,
+    total: int,
+    publisher_ids: bool = False,
+    server_cpu: Callable[[], float] | None = None,
+) -> tuple[float, float | None, float]:
+    """Return (events/s, events per commit or None, CPU µs per event) for ``callers`` concurrent savers."""
     store = factory()
     await store.open()
     rng = random.Random(7)
@@ -74,16 +96,21 @@ async def measure(
             at = 1 + k * per_caller + i if publisher_ids else k + i
             await store.save(payloads[at % len(payloads)])
 
+    server_before = server_cpu() if server_cpu is not None else 0.0
+    cpu_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(caller(k) for k in range(callers)))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    if server_cpu is not None:
+        cpu += server_cpu() - server_before
     events = per_caller * callers * batch
     commits_after = getattr(store, "commits", None)
     await store.close()
     per_commit = None
     if commits_before is not None and commits_after is not None and commits_after > commits_before:
         per_commit = events / (commits_after - commits_before)
-    return events / elapsed, per_commit
+    return events / elapsed, per_commit, cpu * 1e6 / events
 
 
 def main() -> None:
@@ -135,8 +162,8 @@ def main() -> None:
         f"max_events: {args.max_events or 'default'}"
     )
     print()
-    print("| store | load | callers | events/s | events/commit |")
-    print("|---|---|---:|---:|---:|")
+    print("| store | load | callers | events/s | events/commit | CPU µs/event |")
+    print("|---|---|---:|---:|---:|---:|")
     try:
         for name in chosen:
             shapes = [("single", 1, int(c)) for c in args.callers.split(",")]
@@ -145,13 +172,15 @@ def main() -> None:
                 # one fsync per event is slow: a tenth of the events keeps that row short
                 slow = name == "sqlite-full" and batch == 1 and callers == 1
                 total = args.events // 10 if slow else args.events
-                runs: list[tuple[float, float | None]] = [
-                    runner(measure(factories[name], callers, batch, total, args.publisher_ids))
+                server = redis_cpu(args.redis_url) if name == "redis" else None
+                runs: list[tuple[float, float | None, float]] = [
+                    runner(measure(factories[name], callers, batch, total, args.publisher_ids, server))
                     for _ in range(args.repeat)
                 ]
-                rate, per_commit = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+                rate, per_commit, _ = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+                cpu = sorted(r[2] for r in runs)[len(runs) // 2]
                 shown = "-" if per_commit is None else f"{per_commit:,.1f}"
-                print(f"| {name} | {label} | {callers} | {rate:,.0f} | {shown} |", flush=True)
+                print(f"| {name} | {label} | {callers} | {rate:,.0f} | {shown} | {cpu:.2f} |", flush=True)
     finally:
         for path in tmp.iterdir():
             path.unlink()
