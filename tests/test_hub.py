@@ -271,7 +271,12 @@ def test_replay_sends_what_a_user_may_see_after_its_id(tmp_path: Path, kind: str
 
 @pytest.mark.parametrize(
     ("last_id", "reason"),
-    [("garbage", "malformed_id"), ("zzzzzzzz-1", "unknown_epoch"), ("", "malformed_id")],
+    [
+        ("garbage", "unknown_id"),  # could be a publisher's own id: none was saved
+        ("x" * 257, "malformed_id"),  # longer than any publisher id may be
+        ("zzzzzzzz-1", "unknown_epoch"),
+        ("", "malformed_id"),
+    ],
 )
 def test_unresumable_ids_get_a_reset_event_then_everything_retained(last_id: str, reason: str) -> None:
     async def main() -> None:

@@ -211,7 +211,8 @@ def test_drain_waits_for_unicasts_too() -> None:
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 100))
 def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, steps: int) -> None:
     """Pushes, joins, leaves and resumes mid-pass, with a store that suspends at random points:
-    each user still gets exactly its events, once, in order."""
+    each user still gets exactly its events, once, in order, each with the id it went live with.
+    Half the pushes carry a publisher id of their own, so resumes start from those too."""
 
     async def main() -> None:
         rng = random.Random(seed)
@@ -220,7 +221,7 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         await hub.start()
         bystanders = [await Connection(hub, f"by{n}").open() for n in range(40)]  # long passes
         users = ["a", "b", "c"]
-        expected: dict[str, list[str]] = {u: [] for u in users}
+        expected: dict[str, list[tuple[str, str]]] = {u: [] for u in users}  # (data, wire id)
         received: dict[str, list[Any]] = {u: [] for u in users}
         live: dict[str, Connection | None] = {u: None for u in users}
         last_id: dict[str, str | None] = {u: None for u in users}
@@ -234,14 +235,15 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
                     last_id[uid] = conn.parser.last_event_id
                 conn.events = []
 
-        pushes: list[tuple[asyncio.Future[list[str]], str, list[str]]] = []
+        pushes: list[tuple[asyncio.Future[list[str]], str, list[str], str | None]] = []
         for n in range(steps):
             action = rng.random()
             uid = rng.choice(users)
             if action < 0.55:
                 targets = None if rng.random() < 0.5 else rng.sample(users, rng.randint(1, 2))
-                task = asyncio.ensure_future(hub.push(Event("e", n), targets))
-                pushes.append((task, str(n), targets or users))
+                pid = f"pub:{n}" if rng.random() < 0.5 else None
+                task = asyncio.ensure_future(hub.push(Event("e", n, id=pid), targets))
+                pushes.append((task, str(n), targets or users, pid))
                 tasks.append(task)
             elif action < 0.75 and (conn := live[uid]) is not None and conn.sub is not None:
                 harvest(uid)
@@ -256,15 +258,17 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         await asyncio.gather(*tasks, return_exceptions=True)
         # Concurrent pushes are numbered in the order the store took them, and
         # delivered in that order: expect them by id, not by when they were made.
-        by_seq: list[tuple[int, str, list[str]]] = []
-        for pushed, data, targets in pushes:
+        by_seq: list[tuple[int, str, list[str], str]] = []
+        for pushed, data, targets, pid in pushes:
             if pushed.exception() is None:
-                by_seq.append((int(pushed.result()[0].rpartition("-")[2]), data, targets))
+                [server_id] = pushed.result()
+                seq = int(server_id.rpartition("-")[2])
+                by_seq.append((seq, data, targets, server_id if pid is None else pid))
             else:  # refused as overloaded: nothing of it may arrive
                 assert isinstance(pushed.exception(), HubOverloadedError)
-        for _, data, targets in sorted(by_seq):
+        for _, data, targets, wire_id in sorted(by_seq):
             for u in targets:
-                expected[u].append(data)
+                expected[u].append((data, wire_id))
         await hub.drain()
         for uid in users:  # everyone reconnects at the end and catches up from the store
             if live[uid] is not None:
@@ -279,7 +283,7 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
             await settle()
             harvest(uid)
         for uid in users:
-            got = [e.data for e in received[uid]]
+            got = [(e.data, e.id) for e in received[uid]]
             ids = [e.id for e in received[uid]]
             assert len(set(ids)) == len(ids), f"{uid}: duplicates {ids}"
             assert got == expected[uid], f"{uid}: got {got}, expected {expected[uid]}"

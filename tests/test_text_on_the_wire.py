@@ -251,14 +251,27 @@ def test_json_data_with_line_separators_is_escaped_so_iter_lines_reads_the_parse
 
 
 def test_last_event_id_header_is_utf8(shared_serve: SharedServe, raw_stream: Any) -> None:
+    """A publisher's non-ASCII id, sent back as the UTF-8 a browser sends, resumes after it."""
+    server = shared(shared_serve)
+    uid = unique_uid()
+    mine = f"é-{uid}"
+    ids_of(server.push([{"event": "x", "data": 1, "id": mine}, {"event": "x", "data": 2}], uids=[uid]))
+    stream = raw_stream(server, f"/events?uid={uid}".encode(), f"Last-Event-ID: {mine}\r\n".encode())
+    replayed = stream.read_events(1)[0]
+    assert stream.status == 200
+    assert (replayed.event, replayed.data) == ("x", "2")
+
+
+def test_an_unknown_non_ascii_last_event_id_is_echoed_as_sent(
+    shared_serve: SharedServe, raw_stream: Any
+) -> None:
     server = shared(shared_serve)
     ids_of(server.push([{"event": "x", "data": 1}]))
     stream = raw_stream(server, f"/events?uid={unique_uid()}".encode(), "Last-Event-ID: é-1\r\n".encode())
     reset = stream.read_events(1)[0]
-    assert stream.status == 200
     assert reset.event == "reset"
     # Not "Ã©-1": the bytes were read as the UTF-8 the client sent.
-    assert reset.json() == {"reason": "malformed_id", "last_event_id": "é-1"}
+    assert reset.json() == {"reason": "unknown_id", "last_event_id": "é-1"}
 
 
 def test_last_event_id_that_is_not_utf8_is_malformed(shared_serve: SharedServe, raw_stream: Any) -> None:
@@ -284,23 +297,23 @@ def test_last_event_id_with_a_line_separator_is_malformed_and_echoed_escaped(
 
 
 @pytest.mark.parametrize(
-    ("query", "echo"),
+    ("query", "echo", "reason"),
     [
-        ("%C3%A9-1", "é-1"),
-        ("%FF%FE-1", "\ufffd\ufffd-1"),
-        ("a%0Ab", "a\nb"),
-        ("a%E2%80%A8b", "a\u2028b"),
+        ("%C3%A9-1", "é-1", "unknown_id"),  # could be a publisher's id: none was given
+        ("%FF%FE-1", "\ufffd\ufffd-1", "malformed_id"),
+        ("a%0Ab", "a\nb", "malformed_id"),
+        ("a%E2%80%A8b", "a\u2028b", "malformed_id"),
     ],
     ids=["utf8", "not-utf8", "LF", "LS"],
 )
 def test_last_event_id_query_is_percent_decoded_as_utf8(
-    shared_serve: SharedServe, raw_stream: Any, query: str, echo: str
+    shared_serve: SharedServe, raw_stream: Any, query: str, echo: str, reason: str
 ) -> None:
     server = shared(shared_serve)
     stream = raw_stream(server, f"/events?uid={unique_uid()}&last_event_id={query}".encode())
     reset = stream.read_events(1)[0]
     assert reset.event == "reset"
-    assert reset.json() == {"reason": "malformed_id", "last_event_id": echo}
+    assert reset.json() == {"reason": reason, "last_event_id": echo}
 
 
 def test_a_server_id_sent_as_utf8_still_resumes(shared_serve: SharedServe, subscribe: Subscribe) -> None:

@@ -97,7 +97,12 @@ def add_push_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="U",
         help="recipient user id (repeatable; none: everyone)",
     )
-    parser.add_argument("--id", default=None, metavar="ID", help="event id (default: the server assigns one)")
+    parser.add_argument(
+        "--id",
+        default=None,
+        metavar="ID",
+        help="an event id of your own, resumable; not of the form <epoch>-<seq> (default: the server's)",
+    )
     parser.add_argument("--token", default=None, metavar="T", help="sent as 'Authorization: Bearer T'")
     parser.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS", help="request timeout")
     parser.set_defaults(func=push)

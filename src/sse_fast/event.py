@@ -12,6 +12,7 @@ from typing import Any
 
 from ._core import encode_event
 from .errors import InvalidEventError
+from .ids import publisher_id_rule
 from .json_text import dumps
 
 
@@ -28,8 +29,11 @@ class Event:
     be escaped in raw text and are refused.  ``event`` and ``id`` may not hold
     control characters or line/paragraph separators.  A refused event raises
     :class:`~sse_fast.errors.InvalidEventError` naming the field when pushed.
-    ``id`` is normally left out: the hub assigns strictly increasing ids; one
-    given here is sent as it is.
+    ``id`` is normally left out: the hub assigns strictly increasing ids.  One
+    given here is sent as it is, stored with the event and resumable (a
+    client's ``Last-Event-ID`` naming it continues after the latest event
+    saved with it); it must not have the server's form ``<epoch>-<seq>`` (see
+    :func:`~sse_fast.ids.publisher_id_rule`).
     """
 
     event: str = "message"
@@ -99,6 +103,9 @@ def encode_body(event: Event, index: int = 0) -> tuple[str, bytes]:
         body = encode_event(text, event.event)
         if event.id is not None:
             encode_event("", None, event.id)
+            rule = publisher_id_rule(event.id)
+            if rule is not None:
+                raise InvalidEventError("id", rule)
     except InvalidEventError as exc:
         raise InvalidEventError(f"{where}.{exc.field}", exc.reason) from None
     return text, body

@@ -173,8 +173,14 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             "id": {
                 "type": ["string", "null"],
-                **NO_LINE_BREAK,
-                "description": "sent as the event's `id:` as given (normally left out: the server gives one)",
+                "minLength": 1,
+                "maxLength": 256,
+                "allOf": [NO_LINE_BREAK, {"not": {"type": "string", "pattern": "^[0-9a-z]+-[0-9]{1,19}$"}}],
+                "description": (
+                    "the publisher's own id: sent as the event's `id:` as given, stored with the event and "
+                    "resumable (a `Last-Event-ID` naming it continues after the latest event saved with it); "
+                    "not of the server's form `<epoch>-<seq>` (normally left out: the server gives one)"
+                ),
             },
             "event": {
                 "type": ["string", "null"],
@@ -284,7 +290,8 @@ PUSH_OPERATION = Operation(
             "the body breaks a rule (`msg` names the field): invalid JSON, not an object, an unknown "
             "field, missing or empty `events`, more than "
             f"{MAX_PUSH_EVENTS} events, an event type or id with a control character or a line/paragraph "
-            "separator, missing `data`, a uid that "
+            "separator, an id of the server's form or empty or over 256 characters, missing `data`, a "
+            "uid that "
             "is not a non-empty string, a broadcast event larger than the fan-out ring (32 MiB); a "
             "Content-Length that is not an integer",
         ),

@@ -343,7 +343,10 @@ class Hub:
             self._fanout.check_broadcast(batch, prepared)
         if self._store is not None:
             stored = await self._store_health.save(
-                [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared, strict=False)]
+                [
+                    NewEvent(ev.event, text, targets, ev.id)
+                    for ev, (text, _) in zip(batch, prepared, strict=False)
+                ]
             )
             seqs = [s.seq for s in stored]
             ids = [s.id for s in stored]

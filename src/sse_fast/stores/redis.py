@@ -13,10 +13,13 @@ hash tag, so that all keys of one store live in one slot)::
                                 e  event type
                                 d  data (wire text)
                                 u  JSON array of recipient uids; absent = broadcast
+                                i  the publisher's own id; absent = none
     {P}:bcast        zset     seqs of broadcasts (score = member = seq)
     {P}:u:<uid>      zset     seqs of the events addressed to <uid>
     {P}:users        zset     the user indexes: member <uid>, score the newest seq
                               in {P}:u:<uid>
+    {P}:ids          zset     publisher ids: member the id, score the seq of the
+                              latest event saved with it
 
 Entries are self-contained (event, data, uids, created), so the stream is also
 the bus for scaling out: another process can ``XREAD`` ``{P}:stream`` and fan
@@ -41,7 +44,12 @@ deletes such indexes (and their ``{P}:users`` members), the oldest first, up to
 user indexes and ``{P}:users`` are bounded by retention, by count as well as by
 age: live ones by the recipients of the retained events, stale ones (not yet
 swept) by no more than that again.  With ``index_ttl`` (default: ``max_age``)
-the user indexes also expire on their own when nobody writes.
+the user indexes also expire on their own when nobody writes.  ``{P}:ids``
+is trimmed by score in the same script, one retention window below the
+stream's first entry (``max_events``, the stream's span or ``MIN_ID_WINDOW``,
+whichever is more: see ``Retention.ids_kept_from``), so it holds no more ids
+than the retained entries and that window; a resume looks an id up with one
+``ZSCORE``.
 ``list_after`` reads at most ``limit`` candidates per index per round trip, both
 indexes in one MULTI/EXEC (so a concurrent save is seen in both or in neither), and
 checks each entry's own ``u`` field, so a stale index member is harmless.
@@ -79,6 +87,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..ids import format_id, new_epoch
 from .base import (
     DEFAULT_PAGE,
+    MIN_ID_WINDOW,
     Clock,
     HistoryLostError,
     NewEvent,
@@ -146,10 +155,11 @@ def _fails_as_unavailable(
     return call
 
 
-# KEYS: seq, stream, broadcast index, epoch.
+# KEYS: seq, stream, broadcast index, epoch, publisher id index.
 # ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
 #       index ttl seconds (0 = none), created, n, the epoch this store opened,
-#       then n x (event, data, uids JSON or "").
+#       the values per event (3, or 4 when some event of the batch has a publisher id),
+#       then n x (event, data, uids JSON or "" [, publisher id or ""]).
 # Also writes {P}:users (named after KEYS[1], {P}:seq, in the same hash slot): uid ->
 # newest seq of {P}:u:<uid>, so that indexes left wholly below the stream's first
 # entry are found and deleted without a scan.
@@ -157,13 +167,14 @@ def _fails_as_unavailable(
 # holds our epoch (Redis was flushed under us): the counter would start again
 # at 1 and hand out ids that clients already hold.
 _SAVE_LUA = (
-    f"local sweep = {INDEX_SWEEP}\n"
+    f"local sweep = {INDEX_SWEEP}\nlocal min_id_window = {MIN_ID_WINDOW}\n"
     + """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[7] then
   return redis.error_reply('SSEFAST_EPOCH ' .. tostring(epoch))
 end
 local n = tonumber(ARGV[6])
+local stride = tonumber(ARGV[8])
 local last = redis.call('INCRBY', KEYS[1], n)
 local maxlen = tonumber(ARGV[2])
 local created = ARGV[5]
@@ -171,7 +182,7 @@ local newest = {}
 local seq = last - n
 for i = 0, n - 1 do
   seq = seq + 1
-  local at = 8 + 3 * i
+  local at = 9 + stride * i
   local sid = string.format('%d', seq)
   local args = {'XADD', KEYS[2]}
   if maxlen > 0 then
@@ -181,6 +192,11 @@ for i = 0, n - 1 do
   table.insert(args, 't'); table.insert(args, created)
   table.insert(args, 'e'); table.insert(args, ARGV[at])
   table.insert(args, 'd'); table.insert(args, ARGV[at + 1])
+  local pid = stride == 4 and ARGV[at + 3] or ''
+  if pid ~= '' then
+    table.insert(args, 'i'); table.insert(args, pid)
+    redis.call('ZADD', KEYS[5], seq, pid)
+  end
   local uids = ARGV[at + 2]
   if uids == '' then
     redis.call(unpack(args))
@@ -227,6 +243,9 @@ if head[1] then
 end
 local below = '(' .. string.format('%d', first)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', below)
+-- publisher ids: one retention window below the first entry (Retention.ids_kept_from)
+local window = math.max(maxlen, last - first + 1, min_id_window)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%d', first - window))
 local users = string.sub(KEYS[1], 1, -4) .. 'users'
 local ttl = tonumber(ARGV[4])
 local written = 0
@@ -299,6 +318,7 @@ class RedisStore:
         self.stream_key = f"{tag}:stream"
         self.broadcast_key = f"{tag}:bcast"
         self.user_key_prefix = f"{tag}:u:"
+        self.ids_key = f"{tag}:ids"
         if index_ttl is None and max_age is not None:
             index_ttl = int(max_age) + 1
         self._index_ttl = index_ttl or 0
@@ -408,7 +428,11 @@ class RedisStore:
             out: list[StoredEvent] = []
             for ev in req.events:
                 seq += 1
-                out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, ev.uids or None, now))
+                out.append(
+                    StoredEvent(
+                        seq, format_id(epoch, seq), ev.event, ev.data, ev.uids or None, now, ev.publisher_id
+                    )
+                )
             if not req.future.done():
                 req.future.set_result(out)
 
@@ -424,11 +448,16 @@ class RedisStore:
             len(events),
             self._epoch,
         ]
+        # A batch without publisher ids sends what it sent before they existed.
+        with_ids = any(ev.publisher_id is not None for ev in events)
+        args.append(4 if with_ids else 3)
         for ev in events:
             args.append(ev.event)
             args.append(ev.data)
             args.append(orjson.dumps(ev.uids).decode() if ev.uids else "")
-        keys = [self.seq_key, self.stream_key, self.broadcast_key, self.epoch_key]
+            if with_ids:
+                args.append(ev.publisher_id or "")  # never empty when given: event.publisher_id_rule
+        keys = [self.seq_key, self.stream_key, self.broadcast_key, self.epoch_key, self.ids_key]
         try:
             result = await self._save_script(keys=keys, args=args)
         except _UNAVAILABLE as exc:
@@ -535,6 +564,7 @@ class RedisStore:
             f["d"],
             None if uids is None else tuple(orjson.loads(uids)),
             float(f["t"]),
+            f.get("i"),
         )
 
     @_fails_as_unavailable
@@ -548,6 +578,11 @@ class RedisStore:
     async def last_seq(self) -> int:
         value = await self._redis.get(self.seq_key)
         return int(value) if value is not None else 0
+
+    @_fails_as_unavailable
+    async def seq_of_publisher_id(self, publisher_id: str) -> int | None:
+        score = await self._redis.zscore(self.ids_key, publisher_id)
+        return None if score is None else int(score)
 
 
 __all__ = ["DEFAULT_MAX_EVENTS", "RedisStore"]
