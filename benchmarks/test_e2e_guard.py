@@ -55,6 +55,22 @@ def test_the_guard_passes_at_the_baseline_and_fails_past_the_margin() -> None:
     assert verdict.failing_engines == {"native"}
 
 
+def test_a_push_ratio_has_a_ceiling_of_at_least_the_least_ceiling() -> None:
+    """A push round trip of 0.3x the floor's is noise for a baseline of 0.1x; 1x is a publisher
+    that waits for the pass."""
+    baseline = {
+        "native/b20/cpu_us_per_event": 2.0,
+        "native/b20/delivery_p99_ms": 2.0,
+        "native/b20/push_p99_ms": 0.1,
+    }
+    noisy = [*FLOOR_RUN, record("native", "b20", 10.0, 40.0, 0.6)]  # 0.3x the floor's push p99
+    assert judge(noisy, ratios(noisy), baseline).failures == []
+    waiting = [*FLOOR_RUN, record("native", "b20", 10.0, 40.0, 2.2)]  # 1.1x
+    assert judge(waiting, ratios(waiting), baseline).failures == [
+        "native/b20/push_p99_ms: 1.10x the floor, baseline 0.10x, ceiling 0.60x"
+    ]
+
+
 def test_an_engine_that_loses_events_fails_whatever_its_speed() -> None:
     lossy = [*FLOOR_RUN, record("sse_fast", "seqpub", 5.0, 10.0, 2.0, delivered=0.98)]
     verdict = judge(lossy, ratios(lossy), {k: 9.0 for k in ratios(lossy)})

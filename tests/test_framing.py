@@ -8,13 +8,21 @@ that whatever text is framed, a conforming parser gives it back.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_fast._core import HEARTBEAT, EventParser, ServerSentEvent, encode_comment, encode_event
+from sse_fast._core import (
+    HEARTBEAT,
+    EventParser,
+    ServerSentEvent,
+    check_single_line,
+    encode_comment,
+    encode_event,
+)
 from sse_fast.errors import InvalidEventError, SSEFastError
 
 # --------------------------------------------------------------------------
@@ -97,9 +105,43 @@ def test_utf8_output() -> None:
     assert frame == "id: ü\nevent: café\ndata: 日本 🎉\n\n".encode()
 
 
-def test_other_unicode_line_separators_are_not_line_breaks() -> None:
-    # SSE only knows CR and LF; U+2028, U+0085 and friends are ordinary characters.
-    assert encode_event("a\u2028b\x85c\x0bd\x0ce") == "data: a\u2028b\x85c\x0bd\x0ce\n\n".encode()
+# What str.splitlines breaks lines at besides CR and LF: VT, FF, FS, GS, RS, NEL, LS, PS.
+SPLITLINES_ONLY_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def test_splitlines_only_breaks_are_what_str_splitlines_says() -> None:
+    found = {chr(cp) for cp in range(0x110000) if len(f"a{chr(cp)}b".splitlines()) == 2} - {"\r", "\n"}
+    assert found == set(SPLITLINES_ONLY_BREAKS)
+
+
+@pytest.mark.parametrize("char", SPLITLINES_ONLY_BREAKS, ids=lambda c: f"U+{ord(c):04X}")
+def test_data_refuses_line_breaks_that_only_splitlines_knows(char: str) -> None:
+    # SSE reads on across them, but httpx's iter_lines and anything splitting like
+    # str.splitlines would see the rest as a line of its own ("event: x" injected).
+    with pytest.raises(InvalidEventError, match=rf"^data: must not contain U\+{ord(char):04X}") as info:
+        encode_event(f"a{char}event: injected")
+    assert info.value.field == "data"
+
+
+def test_data_keeps_other_controls_and_near_misses() -> None:
+    # Neither SSE nor str.splitlines breaks at these: DEL, C1 other than NEL, NBSP,
+    # U+2027 and U+202A (next to LS and PS), U+0084/U+0086 (next to NEL), TAB, NUL.
+    text = "\x7f\x80\x84\x86\x9f\xa0\u2027\u202a\t\x00\x1f"
+    assert encode_event(text) == f"data: {text}\n\n".encode()
+
+
+def test_every_code_point_in_data_is_framed_or_refused_as_splitlines_says() -> None:
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        char = chr(cp)
+        if char in "\r\n":
+            continue
+        if char in SPLITLINES_ONLY_BREAKS:
+            with pytest.raises(InvalidEventError):
+                encode_event(f"a{char}b")
+        else:
+            assert encode_event(f"a{char}b") == f"data: a{char}b\n\n".encode()
 
 
 def test_returns_bytes() -> None:
@@ -120,8 +162,67 @@ def test_single_line_fields_reject_cr_lf_nul(field: str, bad: str) -> None:
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, SSEFastError)
     assert info.value.field == field
-    assert str(info.value).startswith(f"{field}: ")
-    assert "CR, LF or NUL" in str(info.value)
+    assert str(info.value).startswith(f"{field}: must not contain control characters")
+
+
+REFUSED_IN_FIELDS = [
+    "\u2028",  # LINE SEPARATOR (Zl)
+    "\u2029",  # PARAGRAPH SEPARATOR (Zp)
+    "\x85",  # NEL (C1)
+    "\x0b",  # VT
+    "\x0c",  # FF
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x7f",  # DEL
+    "\t",
+    "\x01",
+    "\x1b",  # ESC: terminal escapes in a log that prints the type
+    "\x80",
+    "\x9f",
+]
+
+
+@pytest.mark.parametrize("char", REFUSED_IN_FIELDS, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("field", ["event", "id", "comment"])
+def test_single_line_fields_refuse_every_control_and_separator(field: str, char: str) -> None:
+    value = f"ok{char}event: injected"
+    with pytest.raises(InvalidEventError) as info:
+        if field == "comment":
+            encode_comment(value)
+        else:
+            kwargs: dict[str, Any] = {field: value}
+            encode_event("d", **kwargs)
+    assert info.value.field == field
+    assert str(info.value) == (
+        f"{field}: must not contain control characters or line/paragraph separators (found U+{ord(char):04X})"
+    )
+
+
+def test_every_code_point_in_a_field_is_refused_exactly_when_it_is_cc_zl_or_zp() -> None:
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        char = chr(cp)
+        refused = unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        try:
+            check_single_line(f"a{char}b{char}", "id")
+        except InvalidEventError as exc:
+            assert refused, f"U+{cp:04X} refused: {exc}"
+        else:
+            assert not refused, f"U+{cp:04X} accepted"
+
+
+def test_check_single_line_is_the_rule_of_encode_event() -> None:
+    check_single_line("order.updated")
+    check_single_line("café ü 日本 🎉", "event_type")
+    with pytest.raises(InvalidEventError, match=r"^event_type: must not contain") as info:
+        check_single_line("a\u2029b", "event_type")
+    assert info.value.field == "event_type"
+    with pytest.raises(InvalidEventError, match=r"^id: is not encodable as UTF-8"):
+        check_single_line("\udcff", "id")
+    with pytest.raises(InvalidEventError, match=r"^id: must be a string"):
+        check_single_line(b"x", "id")  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_injection_through_event_type_is_impossible() -> None:
@@ -200,7 +301,7 @@ def test_encode_comment() -> None:
 
 @pytest.mark.parametrize("bad", ["a\nb", "a\r", "\x00"], ids=repr)
 def test_encode_comment_rejects_line_breaks(bad: str) -> None:
-    with pytest.raises(InvalidEventError, match=r"^comment: must not contain CR, LF or NUL"):
+    with pytest.raises(InvalidEventError, match=r"^comment: must not contain control characters"):
         encode_comment(bad)
 
 
@@ -219,8 +320,8 @@ def test_comment_and_heartbeat_parse_to_nothing() -> None:
 # Round trip: frame, then parse
 # --------------------------------------------------------------------------
 
-_single_line = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\x00"))
-_any_text = st.text(st.characters(blacklist_categories=["Cs"]))
+_single_line = st.text(st.characters(blacklist_categories=["Cs", "Cc", "Zl", "Zp"]))
+_any_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters=SPLITLINES_ONLY_BREAKS))
 
 
 def _normalise_line_breaks(text: str) -> str:
@@ -264,3 +365,50 @@ def test_round_trip_of_a_concatenated_stream(
             last_id = id
         expected.append(ServerSentEvent(_normalise_line_breaks(data), event or "message", last_id))
     assert got == expected
+
+
+def _spec_lines(frame: str) -> list[str]:
+    """The lines an SSE parser reads: the stream cut at CRLF, CR or LF (the frame ends with one)."""
+    lines = re.split(r"\r\n|\r|\n", frame)
+    assert lines[-1] == ""
+    return lines[:-1]
+
+
+# Text most likely to break a reader: every line break either side knows, controls, separators.
+_hostile_text = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["\r", "\n", "\r\n", *SPLITLINES_ONLY_BREAKS, "\x00", "\x7f", "\x9f", "\t", ":", " "]
+        ),
+        st.characters(blacklist_categories=["Cs"]),
+    )
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    data=st.one_of(_any_text, _hostile_text),
+    event=st.one_of(st.none(), _single_line, _hostile_text),
+    id=st.one_of(st.none(), _single_line, _hostile_text),
+    retry=st.one_of(st.none(), st.integers(0, 10**12)),
+)
+def test_any_text_is_refused_or_framed_so_splitlines_sees_the_parsers_lines(
+    data: str, event: str | None, id: str | None, retry: int | None
+) -> None:
+    """What ``str.splitlines`` (httpx ``iter_lines``) reads is what the spec parser reads."""
+    try:
+        frame = encode_event(data, event, id, retry)
+    except InvalidEventError as exc:
+        assert exc.field in ("data", "event", "id")
+        refused = {"data": data, "event": event, "id": id}[exc.field]
+        assert refused is not None
+        if exc.field == "data":
+            assert any(c in refused for c in SPLITLINES_ONLY_BREAKS)
+        else:
+            assert any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in refused)
+        return
+    text = frame.decode()
+    assert text.splitlines() == _spec_lines(text)
+    assert EventParser().feed(frame) == [
+        ServerSentEvent(_normalise_line_breaks(data), event or "message", id or "", retry)
+    ]

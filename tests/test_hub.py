@@ -163,6 +163,23 @@ def test_invalid_events_are_rejected_naming_the_field_and_nothing_is_sent() -> N
     run(main)
 
 
+def test_a_broadcast_that_cannot_fit_the_ring_is_refused_before_it_is_stored() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        hub = Hub(store=store, ring_bytes=1024)
+        await hub.start()
+        conn = await Connection(hub, "a").open()
+        with pytest.raises(InvalidEventError, match=r"^events\[1\]: a broadcast of \d+ bytes"):
+            await hub.push([Event("small", 1), Event("big", "x" * 1000)])
+        assert await store.last_seq() == 0 and hub.stats.events == 0
+        assert await hub.push(Event("big", "x" * 1000), ["a"])  # unicast frames are not in the ring
+        await settle()
+        assert [e.event for e in conn.events] == ["big"]
+        await hub.close()
+
+    run(main)
+
+
 # ----------------------------------------------------------------- failures
 
 
@@ -254,7 +271,12 @@ def test_replay_sends_what_a_user_may_see_after_its_id(tmp_path: Path, kind: str
 
 @pytest.mark.parametrize(
     ("last_id", "reason"),
-    [("garbage", "malformed_id"), ("zzzzzzzz-1", "unknown_epoch"), ("", "malformed_id")],
+    [
+        ("garbage", "unknown_id"),  # could be a publisher's own id: none was saved
+        ("x" * 257, "malformed_id"),  # longer than any publisher id may be
+        ("zzzzzzzz-1", "unknown_epoch"),
+        ("", "malformed_id"),
+    ],
 )
 def test_unresumable_ids_get_a_reset_event_then_everything_retained(last_id: str, reason: str) -> None:
     async def main() -> None:

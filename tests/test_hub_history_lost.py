@@ -79,6 +79,10 @@ class WipeableStore:
     async def last_seq(self) -> int:
         return await self.inner.last_seq()
 
+    async def seq_of_publisher_id(self, publisher_id: str) -> int | None:
+        await self._suspend()
+        return await self.inner.seq_of_publisher_id(publisher_id)
+
     async def check(self) -> None:
         await self._suspend()
         if self.wiped:

@@ -211,9 +211,10 @@ def test_drain_waits_for_unicasts_too() -> None:
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 100))
 def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, steps: int) -> None:
     """Pushes, joins, leaves and resumes mid-pass, with a store that suspends at random points:
-    each user still gets exactly its events, once, in order.  Some pushes go to hundreds of
-    users (the three among them), one to three events each: more than a slice places, so they
-    are placed over several slices while the others wait behind them."""
+    each user still gets exactly its events, once, in order, each with the id it went live with.
+    Half the pushes carry publisher ids of their own, so resumes start from those too.  Some
+    pushes go to hundreds of users (the three among them), one to three events each: more than
+    a slice places, so they are placed over several slices while the others wait behind them."""
 
     async def main() -> None:
         rng = random.Random(seed)
@@ -222,7 +223,7 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         await hub.start()
         bystanders = [await Connection(hub, f"by{n}").open() for n in range(40)]  # long passes
         users = ["a", "b", "c"]
-        expected: dict[str, list[str]] = {u: [] for u in users}
+        expected: dict[str, list[tuple[str, str]]] = {u: [] for u in users}  # (data, wire id)
         received: dict[str, list[Any]] = {u: [] for u in users}
         live: dict[str, Connection | None] = {u: None for u in users}
         last_id: dict[str, str | None] = {u: None for u in users}
@@ -237,7 +238,7 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
                 conn.events = []
 
         offline = [f"gone{k}" for k in range(300)]
-        pushes: list[tuple[asyncio.Future[list[str]], list[str], list[str]]] = []
+        pushes: list[tuple[asyncio.Future[list[str]], list[str], list[str], list[str | None]]] = []
         for n in range(steps):
             action = rng.random()
             uid = rng.choice(users)
@@ -251,8 +252,11 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
                     for u in rng.sample(users, rng.randint(1, 3)):
                         targets.insert(rng.randint(0, len(targets)), u)
                 datas = [str(n * 10 + k) for k in range(rng.randint(1, 3))]
-                task = asyncio.ensure_future(hub.push([Event("e", int(d)) for d in datas], targets))
-                pushes.append((task, datas, [u for u in targets or users if u in users]))
+                with_pid = rng.random() < 0.5
+                pids: list[str | None] = [f"pub:{d}" if with_pid else None for d in datas]
+                batch = [Event("e", int(d), id=pid) for d, pid in zip(datas, pids, strict=True)]
+                task = asyncio.ensure_future(hub.push(batch, targets))
+                pushes.append((task, datas, [u for u in targets or users if u in users], pids))
                 tasks.append(task)
             elif action < 0.75 and (conn := live[uid]) is not None and conn.sub is not None:
                 harvest(uid)
@@ -267,15 +271,18 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         await asyncio.gather(*tasks, return_exceptions=True)
         # Concurrent pushes are numbered in the order the store took them, and
         # delivered in that order: expect them by id, not by when they were made.
-        by_seq: list[tuple[int, list[str], list[str]]] = []
-        for pushed, datas, targets in pushes:
+        by_seq: list[tuple[int, list[tuple[str, str]], list[str]]] = []
+        for pushed, datas, targets, pids in pushes:
             if pushed.exception() is None:
-                by_seq.append((int(pushed.result()[0].rpartition("-")[2]), datas, targets))
+                server_ids = pushed.result()
+                seq = int(server_ids[0].rpartition("-")[2])
+                wire_ids = [s if p is None else p for s, p in zip(server_ids, pids, strict=True)]
+                by_seq.append((seq, list(zip(datas, wire_ids, strict=True)), targets))
             else:  # refused as overloaded: nothing of it may arrive
                 assert isinstance(pushed.exception(), HubOverloadedError)
-        for _, datas, targets in sorted(by_seq):
+        for _, sent, targets in sorted(by_seq):
             for u in targets:
-                expected[u] += datas
+                expected[u] += sent
         await hub.drain()
         for uid in users:  # everyone reconnects at the end and catches up from the store
             if live[uid] is not None:
@@ -290,7 +297,7 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
             await settle()
             harvest(uid)
         for uid in users:
-            got = [e.data for e in received[uid]]
+            got = [(e.data, e.id) for e in received[uid]]
             ids = [e.id for e in received[uid]]
             assert len(set(ids)) == len(ids), f"{uid}: duplicates {ids}"
             assert got == expected[uid], f"{uid}: got {got}, expected {expected[uid]}"

@@ -17,17 +17,21 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "sse_fast"
 RANKS: dict[str, int] = {
     "sse_fast._core": 0,
     "sse_fast.errors": 1,
+    "sse_fast.json_text": 1,
     "sse_fast.protocol": 0,
     "sse_fast.ids": 1,
     "sse_fast.event": 1,
     "sse_fast.request": 1,
     "sse_fast.responses": 1,
+    "sse_fast.deadlines": 1,
     "sse_fast.metrics": 1,
     "sse_fast.parentwatch": 1,
     "sse_fast.stores": 2,
     "sse_fast.config": 3,
     "sse_fast.hub": 4,
+    "sse_fast.operations": 5,
     "sse_fast.routes": 5,
+    "sse_fast.openapi": 5,
     "sse_fast.auth": 5,
     "sse_fast.endpoints": 6,
     "sse_fast.asgi": 7,
@@ -54,7 +58,13 @@ CLIENT_SIDE = (
     "sse_fast.sync_client",
     "sse_fast.client_cli",
 )
-CLIENT_MAY_USE = ("sse_fast._core", "sse_fast.errors", "sse_fast.protocol", *CLIENT_SIDE)
+CLIENT_MAY_USE = (
+    "sse_fast._core",
+    "sse_fast.errors",
+    "sse_fast.json_text",
+    "sse_fast.protocol",
+    *CLIENT_SIDE,
+)
 
 
 def module_name(path: Path) -> str:

@@ -81,3 +81,15 @@ def test_a_gone_client_is_forgotten_at_once(serve: Serve, server_name: str) -> N
     sock.close()
     # The hub's heartbeat is 15 s: only the disconnect watcher can be this quick.
     wait_until(lambda: httpx.get(f"{server.url}/sse/stats").json()["connections"] == 0, timeout=5)
+
+
+@pytest.mark.parametrize("server_name", sorted(SERVERS))
+def test_the_api_description_names_the_mount_point(serve: Serve, server_name: str) -> None:
+    server = serve(command=SERVERS[server_name])
+    answer = httpx.get(f"{server.url}/sse/openapi.json")
+    assert answer.status_code == 200
+    doc = answer.json()
+    assert doc["servers"] == [{"url": "/sse"}]  # paths are relative to it
+    assert {"/events", "/push", "/openapi.json"} <= set(doc["paths"])
+    # The document's own path, resolved against its server URL, is where it was fetched from.
+    assert httpx.get(f"{server.url}{doc['servers'][0]['url']}/openapi.json").json() == doc

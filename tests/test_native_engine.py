@@ -14,63 +14,16 @@ import socket
 import subprocess
 import time
 
-import httptools
 import httpx
 import pytest
 
+from _raw_http import Responses, closed_by_server, connect
 from conftest import HOST, Serve, ServerProcess, SharedServe, Subscribe, unique_uid, wait_until
 from sse_fast.engines.native.wire import LAST_CHUNK, chunk, encode_head
 
 pytestmark = pytest.mark.engines("native")
 
 HEARTBEAT = b": heartbeat\n\n"
-SOCKET_LIMIT = 15.0
-"""Seconds a socket read may block before the test fails (the behaviour under test did not happen)."""
-
-
-class Responses:
-    """Parses the responses that arrive on one raw socket, in order (httptools' response parser)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.done: list[tuple[int, dict[bytes, bytes], bytes]] = []
-        self._headers: dict[bytes, bytes] = {}
-        self._body = b""
-        self._parser = httptools.HttpResponseParser(self)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
-
-    def on_body(self, body: bytes) -> None:
-        self._body += body
-
-    def on_message_complete(self) -> None:
-        self.done.append((self._parser.get_status_code(), self._headers, self._body))
-        self._headers, self._body = {}, b""
-
-    def read(self, count: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
-        while len(self.done) < count:
-            data = self.sock.recv(65536)
-            if not data:
-                break
-            self._parser.feed_data(data)
-        return self.done[:count]
-
-
-def connect(server: ServerProcess) -> socket.socket:
-    sock = socket.create_connection((HOST, server.port))
-    sock.settimeout(SOCKET_LIMIT)
-    return sock
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    """True once the server closed the connection (reads whatever comes before)."""
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        return True
-    return True
 
 
 def shared(shared_serve: SharedServe) -> ServerProcess:

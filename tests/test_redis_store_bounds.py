@@ -27,7 +27,7 @@ import redis
 import redis.asyncio as aioredis
 
 from conftest import reachable_redis
-from sse_fast.stores import NewEvent, RedisStore, StoredEvent
+from sse_fast.stores import MIN_ID_WINDOW, NewEvent, RedisStore, StoredEvent
 from sse_fast.stores.redis import plan_calls
 from test_stores import FakeClock, run
 
@@ -149,6 +149,57 @@ def test_user_indexes_expire_with_max_age_and_are_swept_at_once(redis_url: str, 
         assert await store._redis.zrange(users_key(store), 0, -1, withscores=True) == [("new", new.seq)]
         assert await store.list_after("old0", 0) == []
         assert await store.list_after("new", old[-1].seq) == [new]
+        await store.close()
+
+    run(body())
+
+
+# ------------------------------------------------- bounded publisher id index
+
+
+@pytest.mark.parametrize("per_save", [1, 500], ids=["one-per-save", "500-per-save"])
+def test_publisher_id_index_is_bounded_by_retention(redis_url: str, prefix: str, per_save: int) -> None:
+    """5,000 events with distinct publisher ids and max_events=50: ``{P}:ids`` keeps the ids of
+    the retained entries and of one window below them (MIN_ID_WINDOW), never all 5,000."""
+    max_events = 50
+    total = 5_000
+    node = node_max_entries(redis_url)
+    bound = MIN_ID_WINDOW + max_events + node - 1  # the window, and XLEN at most (see above)
+
+    async def body() -> None:
+        store = RedisStore(redis_url, key_prefix=prefix, max_events=max_events)
+        await store.open()
+        worst = 0
+        for start in range(0, total, per_save):
+            await store.save([NewEvent("n", "1", None, f"pub:{i}") for i in range(start, start + per_save)])
+            if (start + per_save) % 500 == 0:
+                worst = max(worst, await store._redis.zcard(store.ids_key))
+        first, last = await store.first_seq(), await store.last_seq()
+        cut = store.retention.ids_kept_from(first, last)
+        members = await store._redis.zrange(store.ids_key, 0, -1, withscores=True)
+        assert len(members) == last - cut + 1 <= bound, (len(members), first, cut)
+        assert worst <= bound, worst
+        assert members == [(f"pub:{seq - 1}", seq) for seq in range(cut, last + 1)]
+        entries = await store._redis.xrange(store.stream_key, f"{last}-0", f"{last}-0")
+        assert entries is not None and entries[0][1] is not None
+        assert entries[0][1]["i"] == f"pub:{total - 1}"
+        await store.close()
+
+    run(body())
+
+
+def test_publisher_id_index_is_trimmed_with_max_age(redis_url: str, prefix: str) -> None:
+    async def body() -> None:
+        clock = FakeClock()
+        store = RedisStore(redis_url, key_prefix=prefix, max_events=None, max_age=60, clock=clock)
+        await store.open()
+        await store.save([NewEvent("n", "1", None, f"old{i}") for i in range(3 * MIN_ID_WINDOW)])
+        assert await store._redis.zcard(store.ids_key) == 3 * MIN_ID_WINDOW
+        clock.now += 61
+        [new] = await store.save([NewEvent("n", "1", None, "new")])
+        assert await store.first_seq() == new.seq
+        assert await store._redis.zcard(store.ids_key) == MIN_ID_WINDOW + 1
+        assert await store._redis.zscore(store.ids_key, "new") == new.seq
         await store.close()
 
     run(body())

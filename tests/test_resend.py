@@ -81,7 +81,7 @@ def test_last_event_id_query_parameter_as_the_reference_accepts(
 @pytest.mark.parametrize(
     ("last_id", "reason"),
     [
-        ("not-an-id!", "malformed_id"),
+        ("not-an-id!", "unknown_id"),  # a publisher's own id, had one been pushed
         ("abcdefgh-1", "unknown_epoch"),
         ("", "malformed_id"),
         ("x" * 300, "malformed_id"),

@@ -251,6 +251,21 @@ def test_oversized_push_is_413(serve: Serve) -> None:
     assert "body" in answer.json()["msg"]
 
 
+def test_a_broadcast_larger_than_the_ring_is_400_and_stores_nothing(serve: Serve) -> None:
+    # With --max-body above the fan-out ring's 32 MiB, one event's frame can
+    # be larger than the ring: it was stored and counted, then the ring refused
+    # it, and the publisher got a 500 for an event that resend would deliver.
+    server = serve("--store", "memory://", "--max-body", str(40 * 1024 * 1024))
+    huge = [{"event": "huge", "data": "x" * (33 * 1024 * 1024)}]
+    answer = httpx.post(f"{server.url}/push", json={"events": huge}, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["msg"].startswith("events[0]: "), answer.text
+    assert server.stats()["events"] == 0 and server.stats()["last_id"] is None
+    # Unicast frames do not go through the ring: the same event for one user is accepted.
+    unicast = httpx.post(f"{server.url}/push", json={"uids": ["a"], "events": huge}, timeout=60)
+    assert unicast.status_code == 200
+
+
 def test_unknown_route_and_wrong_method(shared_serve: SharedServe) -> None:
     server = shared(shared_serve)
     assert httpx.get(f"{server.url}/nope").status_code == 404

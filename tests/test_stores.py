@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 from conftest import reachable_redis
 from sse_fast.ids import EventId
 from sse_fast.stores import (
+    MIN_ID_WINDOW,
     HistoryLostError,
     MemoryStore,
     NewEvent,
@@ -36,6 +38,7 @@ from sse_fast.stores import (
     StoredEvent,
     open_store,
 )
+from sse_fast.stores.sqlite import SCHEMA_VERSION
 
 REDIS_URL = os.environ.get("SSE_FAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -373,6 +376,89 @@ def test_retention_validates() -> None:
     assert Retention(10).first_kept_seq(3) == 1
 
 
+# ------------------------------------------------------------ publisher ids
+
+
+def pev(n: int, pid: str | None, uids: tuple[str, ...] | None = None) -> NewEvent:
+    return NewEvent("note", f'{{"n":{n}}}', uids, pid)
+
+
+def test_publisher_ids_are_kept_with_their_events(backend: Backend) -> None:
+    """Listed back with the event (the replay's wire id), found by name; events without one unchanged."""
+
+    async def body() -> None:
+        store = await opened(backend.new())
+        saved = await store.save([pev(0, "order:17"), pev(1, None), pev(2, "é/日本 #1", ("a",))])
+        assert [s.publisher_id for s in saved] == ["order:17", None, "é/日本 #1"]
+        assert [s.wire_id for s in saved] == ["order:17", saved[1].id, "é/日本 #1"]
+        assert await store.list_after("a", 0) == saved
+        assert await store.seq_of_publisher_id("order:17") == saved[0].seq
+        assert await store.seq_of_publisher_id("é/日本 #1") == saved[2].seq
+        assert await store.seq_of_publisher_id("order:18") is None
+        assert await store.seq_of_publisher_id(saved[1].id) is None  # server ids are not in the index
+        await store.close()
+        if backend.durable:
+            store = await opened(backend.new())
+            assert await store.list_after("a", 0) == saved
+            assert await store.seq_of_publisher_id("order:17") == saved[0].seq
+            await store.close()
+
+    run(body())
+
+
+def test_an_id_saved_again_resolves_to_its_latest_event(backend: Backend) -> None:
+    """Within one save and across saves: the latest seq wins."""
+
+    async def body() -> None:
+        store = await opened(backend.new())
+        first = await store.save([pev(0, "x"), pev(1, "y"), pev(2, "x", ("a",))])
+        assert await store.seq_of_publisher_id("x") == first[2].seq
+        [again] = await store.save([pev(3, "x", ("b",))])
+        assert await store.seq_of_publisher_id("x") == again.seq
+        assert await store.seq_of_publisher_id("y") == first[1].seq
+        await store.close()
+
+    run(body())
+
+
+def test_the_id_index_is_trimmed_with_retention_by_count(backend: Backend) -> None:
+    """An id is remembered while its event is retained, and for one window (MIN_ID_WINDOW here)
+    below the first retained seq so that a resume hears expired; below that it is forgotten."""
+
+    async def body() -> None:
+        store = await opened(backend.new(max_events=50))
+        saved: list[StoredEvent] = []
+        for start in range(0, 3000, 100):
+            saved += await store.save([pev(i, f"p{i}") for i in range(start, start + 100)])
+        first, last = await store.first_seq(), await store.last_seq()
+        assert last == 3000 and first > 1
+        cut = store.retention.ids_kept_from(first, last)
+        assert cut == first - max(MIN_ID_WINDOW, last - first + 1) > 1
+        for e in saved:
+            found = await store.seq_of_publisher_id(f"p{e.seq - 1}")
+            assert found == (e.seq if e.seq >= cut else None), (e.seq, first, cut)
+        await store.close()
+
+    run(body())
+
+
+def test_the_id_index_is_trimmed_with_retention_by_age(backend: Backend) -> None:
+    async def body() -> None:
+        clock = FakeClock()
+        store = await opened(backend.new(max_events=None, max_age=60, clock=clock))
+        old = await store.save([pev(i, f"old{i}") for i in range(MIN_ID_WINDOW + 10)])
+        clock.now += 61  # all of them expire at the next save
+        [new] = await store.save([pev(-1, "new")])
+        assert await store.first_seq() == new.seq
+        cut = new.seq - MIN_ID_WINDOW
+        for e in old:  # the newest MIN_ID_WINDOW are remembered (below first_seq: expired)
+            assert await store.seq_of_publisher_id(f"old{e.seq - 1}") == (e.seq if e.seq >= cut else None)
+        assert await store.seq_of_publisher_id("new") == new.seq
+        await store.close()
+
+    run(body())
+
+
 # ------------------------------------------------------------ epoch & life
 
 
@@ -532,6 +618,89 @@ def test_sqlite_bad_save_fails_alone_in_its_group(tmp_path: Path) -> None:
         assert [b[0].seq for b in good] == [1, 2]
         assert [e.seq for e in await store.list_after("a", 0)] == [1, 2]
         await store.close()
+
+    run(body())
+
+
+# A file as SQLiteStore wrote it before publisher ids were kept (user_version 0).
+SQLITE_V0_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE events (seq INTEGER PRIMARY KEY, event TEXT NOT NULL, data TEXT NOT NULL,
+                     created REAL NOT NULL, uids TEXT);
+CREATE INDEX events_broadcast ON events(seq) WHERE uids IS NULL;
+CREATE TABLE recipients (seq INTEGER NOT NULL, uid TEXT NOT NULL, PRIMARY KEY (seq, uid)) WITHOUT ROWID;
+CREATE INDEX recipients_uid ON recipients(uid, seq);
+INSERT INTO meta VALUES ('epoch', 'v0epoch1'), ('last_seq', '3');
+INSERT INTO events VALUES (1, 'note', '{"n":1}', 1000000.0, NULL),
+                          (2, 'note', '{"n":2}', 1000000.0, '["a"]'),
+                          (3, 'note', '{"n":3}', 1000000.0, '["b"]');
+INSERT INTO recipients VALUES (2, 'a'), (3, 'b');
+"""
+
+
+def write_v0_file(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(SQLITE_V0_SCHEMA)
+    conn.close()
+
+
+def test_sqlite_migrates_a_file_from_before_publisher_ids(tmp_path: Path) -> None:
+    """An old file opens, keeps its history and epoch, and takes publisher ids from then on."""
+    path = tmp_path / "old.db"
+    write_v0_file(path)
+
+    async def body() -> None:
+        store = await opened(SQLiteStore(path, clock=FakeClock()))
+        assert store.epoch == "v0epoch1" and await store.last_seq() == 3
+        old = await store.list_after("a", 0)
+        assert [(e.id, e.data, e.publisher_id) for e in old] == [
+            ("v0epoch1-1", '{"n":1}', None),
+            ("v0epoch1-2", '{"n":2}', None),
+        ]
+        [new] = await store.save([pev(4, "pub:4", ("a",))])
+        assert new.id == "v0epoch1-4"
+        assert await store.list_after("a", 2) == [new]
+        assert await store.seq_of_publisher_id("pub:4") == 4
+        await store.close()
+        store = await opened(SQLiteStore(path, clock=FakeClock()))  # migrated once: opens as it is
+        assert [e.publisher_id for e in await store.list_after("a", 0)] == [None, None, "pub:4"]
+        await store.close()
+
+    run(body())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
+
+
+def test_sqlite_prunes_publisher_ids_another_process_saved(tmp_path: Path) -> None:
+    """A store that saved no publisher id itself skips pruning them, until it sees another
+    process write the file: then the other's ids go with their events too."""
+
+    async def body() -> None:
+        path = tmp_path / "shared.db"
+        mine = await opened(SQLiteStore(path, max_events=5))
+        other = await opened(SQLiteStore(path, max_events=5))
+        [theirs] = await other.save([pev(0, "theirs")])
+        await other.close()
+        for start in range(0, MIN_ID_WINDOW + 100, 100):
+            await mine.save([pev(i, None) for i in range(start, start + 100)])
+        assert await mine.first_seq() > theirs.seq + MIN_ID_WINDOW
+        assert await mine.seq_of_publisher_id("theirs") is None
+        await mine.close()
+
+    run(body())
+
+
+def test_sqlite_refuses_a_file_of_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+
+    async def body() -> None:
+        with pytest.raises(sqlite3.OperationalError, match=f"{path}.*schema version {SCHEMA_VERSION + 1}"):
+            await SQLiteStore(path).open()
 
     run(body())
 

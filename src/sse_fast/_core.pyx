@@ -12,8 +12,6 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy
 
-import orjson
-
 from sse_fast.errors import CursorLagging, EventTooLargeError, InvalidEventError
 
 HEARTBEAT = b": heartbeat\n\n"
@@ -25,14 +23,61 @@ cdef bytes _BOM = b"\xef\xbb\xbf"
 # Framing
 # --------------------------------------------------------------------------
 
-cdef inline bint _has_line_break_or_nul(const char* s, Py_ssize_t n) noexcept:
+# Which bytes stop the scans below: everything else is passed over at one table
+# lookup per byte.  Single-line fields (event, id, comment) refuse every control
+# character (Unicode Cc: C0, DEL, C1) and the line and paragraph separators (Zl,
+# Zp): in UTF-8, a byte below 0x20, 0x7F, C2 80..C2 9F, E2 80 A8 and E2 80 A9.
+# Data may hold CR and LF (they cut it into data lines) but none of the other
+# characters ``str.splitlines`` breaks lines at (VT, FF, FS, GS, RS, NEL, LS,
+# PS): SSE parsers read on across them, readers that split like splitlines
+# (httpx ``iter_lines``) would see a line of the data's choosing.
+cdef unsigned char _FIELD_STOP[256]
+cdef unsigned char _DATA_STOP[256]
+
+
+cdef int _init_stop_tables() except -1:
+    cdef int c
+    for c in range(256):
+        _FIELD_STOP[c] = c < 0x20 or c == 0x7F or c == 0xC2 or c == 0xE2
+        _DATA_STOP[c] = (c == 0x0A or c == 0x0D or c == 0x0B or c == 0x0C
+                         or 0x1C <= c <= 0x1E or c == 0xC2 or c == 0xE2)
+    return 0
+
+
+_init_stop_tables()
+
+
+cdef inline Py_ssize_t _refused_in_field(const unsigned char* s, Py_ssize_t n) noexcept:
+    # The code point of the first refused character, or -1.  ``s`` is valid
+    # UTF-8 (CPython's own encoding of a str), so a lead byte's continuation
+    # bytes are there to look at.
     cdef Py_ssize_t i
-    cdef char c
+    cdef unsigned char c
     for i in range(n):
         c = s[i]
-        if c == b'\n' or c == b'\r' or c == 0:
-            return True
-    return False
+        if _FIELD_STOP[c]:
+            if c == 0xC2:
+                if s[i + 1] < 0xA0:
+                    return s[i + 1]                     # C1: U+0080..U+009F
+            elif c == 0xE2:
+                if s[i + 1] == 0x80 and (s[i + 2] == 0xA8 or s[i + 2] == 0xA9):
+                    return 0x2000 | (s[i + 2] & 0x3F)   # U+2028, U+2029
+            else:
+                return c                                # C0 and DEL
+    return -1
+
+
+cdef inline Py_ssize_t _splitlines_break(const unsigned char* s, Py_ssize_t i) noexcept:
+    # ``s[i]`` is a byte of _DATA_STOP other than CR and LF: the code point of the
+    # line break that starts there, or -1 (a C2 or E2 lead of another character).
+    cdef unsigned char c = s[i]
+    if c == 0xC2:
+        return 0x85 if s[i + 1] == 0x85 else -1
+    if c == 0xE2:
+        if s[i + 1] == 0x80 and (s[i + 2] == 0xA8 or s[i + 2] == 0xA9):
+            return 0x2000 | (s[i + 2] & 0x3F)
+        return -1
+    return c
 
 
 cdef const char* _utf8(object value, str field, Py_ssize_t* size) except NULL:
@@ -48,9 +93,27 @@ cdef const char* _utf8(object value, str field, Py_ssize_t* size) except NULL:
 
 cdef const char* _single_line_field(object value, str field, Py_ssize_t* size) except NULL:
     cdef const char* raw = _utf8(value, field, size)
-    if _has_line_break_or_nul(raw, size[0]):
-        raise InvalidEventError(field, "must not contain CR, LF or NUL")
+    cdef Py_ssize_t found = _refused_in_field(<const unsigned char*>raw, size[0])
+    if found >= 0:
+        raise InvalidEventError(
+            field,
+            f"must not contain control characters or line/paragraph separators (found U+{found:04X})",
+        )
     return raw
+
+
+def check_single_line(value, field="event"):
+    """Raise :class:`~sse_fast.errors.InvalidEventError` naming ``field`` unless ``value``
+    may be an event type or id on the wire.
+
+    The rule ``encode_event`` applies to ``event`` and ``id``: a str, encodable
+    as UTF-8, without control characters (Unicode Cc, CR, LF and NUL among
+    them) or line/paragraph separators (U+2028, U+2029).  Text from elsewhere
+    that must follow it (a subscriber's event-type filter, a ``Last-Event-ID``)
+    is checked here, by the same code.
+    """
+    cdef Py_ssize_t n = 0
+    _single_line_field(value, field, &n)
 
 
 def encode_event(data, event=None, id=None, retry=None):
@@ -58,11 +121,16 @@ def encode_event(data, event=None, id=None, retry=None):
 
     ``data`` is text; each of its lines (split at ``\\r\\n``, ``\\n`` or a lone
     ``\\r``) becomes one ``data:`` line, so a conforming parser gives back the
-    text with line breaks normalised to ``\\n``.  ``event`` and ``id`` must be
-    single-line: a CR, LF or NUL would let the value inject fields, so it is
-    rejected with :class:`~sse_fast.errors.InvalidEventError` (a ``ValueError``)
-    naming the field.  ``event`` empty or ``None`` leaves the line out (the
-    client's default type ``message``); ``id=None`` leaves the id line out.
+    text with line breaks normalised to ``\\n``.  The other characters
+    ``str.splitlines`` breaks lines at (VT, FF, U+001C..U+001E, U+0085, U+2028,
+    U+2029) are refused in ``data``: SSE reads on across them, but a reader that
+    splits lines that way would see lines the data chose (JSON text has them
+    escaped: see ``sse_fast.json_text``).  ``event`` and ``id`` must be
+    single-line and free of control characters (Unicode Cc) and line/paragraph
+    separators.  A refused value raises
+    :class:`~sse_fast.errors.InvalidEventError` (a ``ValueError``) naming the
+    field.  ``event`` empty or ``None`` leaves the line out (the client's
+    default type ``message``); ``id=None`` leaves the id line out.
     """
     cdef Py_ssize_t dn = 0, en = -1, idn = -1
     cdef const char* d = _utf8(data, "data", &dn)
@@ -76,29 +144,41 @@ def encode_event(data, event=None, id=None, retry=None):
     if retry is not None:
         if type(retry) is bool or not isinstance(retry, int) or retry < 0:
             raise InvalidEventError("retry", "must be a non-negative integer (milliseconds)")
-        raw_retry = str(int(retry)).encode("ascii")
+        try:
+            raw_retry = str(int(retry)).encode("ascii")
+        except ValueError:  # past the interpreter's limit on digits
+            raise InvalidEventError("retry", "too large") from None
     return _frame(d, dn, e, en, ident, idn, raw_retry)
 
 
 cdef bytes _frame(const char* d, Py_ssize_t dn, const char* e, Py_ssize_t en,
                   const char* ident, Py_ssize_t idn, bytes raw_retry):
     # ``e`` and ``ident`` are NULL when the field is left out.
-    cdef Py_ssize_t i, lines = 1, break_bytes = 0, size, start
+    cdef Py_ssize_t i, lines = 1, break_bytes = 0, size, start, found
     cdef char c
     # Count the data lines and the bytes of their line breaks.
     i = 0
     while i < dn:
         c = d[i]
-        if c == b'\n':
-            lines += 1
-            break_bytes += 1
-        elif c == b'\r':
-            lines += 1
-            if i + 1 < dn and d[i + 1] == b'\n':
-                break_bytes += 2
-                i += 1
-            else:
+        if _DATA_STOP[<unsigned char>c]:
+            if c == b'\n':
+                lines += 1
                 break_bytes += 1
+            elif c == b'\r':
+                lines += 1
+                if i + 1 < dn and d[i + 1] == b'\n':
+                    break_bytes += 2
+                    i += 1
+                else:
+                    break_bytes += 1
+            else:
+                found = _splitlines_break(<const unsigned char*>d, i)
+                if found >= 0:
+                    raise InvalidEventError(
+                        "data",
+                        f"must not contain U+{found:04X}: only CR and LF may break its lines "
+                        "(readers that split lines like str.splitlines would break it there)",
+                    )
         i += 1
     size = dn - break_bytes + lines * 7 + 1          # "data: " + line + "\n" ... + "\n"
     if raw_retry is not None:
@@ -159,8 +239,114 @@ def encode_comment(text):
 
 
 # --------------------------------------------------------------------------
+# JSON: where orjson needs help
+# --------------------------------------------------------------------------
+
+cdef inline bint _is_digit(unsigned char c) noexcept:
+    return b'0' <= c <= b'9'
+
+
+def may_hold_wide_integer(text):
+    """Whether JSON ``text`` (bytes or str) may hold an integer outside ``[-2**63, 2**64)``.
+
+    orjson decodes such an integer as a float (or fails past 1e308): the text
+    holds one only if it has a run of 20 digits, or of 19 after a ``-``.  This
+    looks for such a run without reading every byte: a probe 19 bytes ahead
+    that lands on a non-digit skips all 19, so ordinary JSON costs about one
+    probe per 19 bytes.  A run inside a string, a fraction or an in-range
+    integer also answers ``True``: the caller then decodes exactly, at more cost.
+    """
+    cdef const unsigned char* s
+    cdef Py_ssize_t n = 0, i = 18, j, start, end
+    if type(text) is bytes:
+        s = <const unsigned char*>PyBytes_AS_STRING(text)
+        n = PyBytes_GET_SIZE(text)
+    else:
+        try:
+            s = <const unsigned char*>_utf8(text, "text", &n)
+        except InvalidEventError:  # not text, or a lone surrogate: not JSON orjson reads either
+            return False
+    while i < n:
+        if not _is_digit(s[i]):
+            i += 19
+            continue
+        j = i - 1
+        while j > i - 19 and _is_digit(s[j]):
+            j -= 1
+        if j > i - 19:  # s[j] is not a digit: a run of 19 ends at j + 19 or later
+            i = j + 19
+            continue
+        start = i - 18
+        while start > 0 and _is_digit(s[start - 1]):
+            start -= 1
+        end = i + 1
+        while end < n and _is_digit(s[end]):
+            end += 1
+        if end - start >= 20 or (start > 0 and s[start - 1] == b'-'):
+            return True
+        i = end + 19
+    return False
+
+
+cdef inline Py_ssize_t _separator_at(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) noexcept:
+    # The length of the UTF-8 of U+2028, U+2029 or U+0085 starting at s[i], or 0.
+    cdef unsigned char c = s[i]
+    if c == 0xE2:
+        if i + 2 < n and s[i + 1] == 0x80 and (s[i + 2] == 0xA8 or s[i + 2] == 0xA9):
+            return 3
+    elif c == 0xC2:
+        if i + 1 < n and s[i + 1] == 0x85:
+            return 2
+    return 0
+
+
+def escape_line_separators(bytes raw):
+    """UTF-8 JSON text with U+2028, U+2029 and U+0085 written as ``\\uXXXX`` escapes.
+
+    JSON allows the three unescaped in strings (orjson leaves them so), but
+    readers that split lines like ``str.splitlines`` break a ``data:`` line
+    there.  Exact for JSON: outside strings JSON text is ASCII, inside the
+    escape is the same character, and in valid UTF-8 these bytes only ever
+    start a character.  Returns ``raw`` itself when it holds none of them.
+    """
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw), i = 0, k, grow = 0
+    while i < n:
+        k = _separator_at(s, i, n)
+        if k:
+            grow += 6 - k
+            i += k
+        else:
+            i += 1
+    if grow == 0:
+        return raw
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n + grow)
+    cdef char* w = PyBytes_AS_STRING(out)
+    i = 0
+    while i < n:
+        k = _separator_at(s, i, n)
+        if k == 0:
+            w[0] = <char>s[i]
+            w += 1
+            i += 1
+            continue
+        if k == 2:
+            memcpy(w, b"\\u0085", 6)
+        elif s[i + 2] == 0xA8:
+            memcpy(w, b"\\u2028", 6)
+        else:
+            memcpy(w, b"\\u2029", 6)
+        w += 6
+        i += k
+    return out
+
+
+# --------------------------------------------------------------------------
 # Parsing (WHATWG HTML, "Parsing an event stream")
 # --------------------------------------------------------------------------
+
+cdef object _json_loads = None
+
 
 cdef class ServerSentEvent:
     """One dispatched event, as a browser's ``MessageEvent`` would carry it.
@@ -182,8 +368,12 @@ cdef class ServerSentEvent:
         self.retry = retry
 
     def json(self):
-        """The data decoded as JSON (the push API sends JSON text)."""
-        return orjson.loads(self.data)
+        """The data decoded as JSON (the push API sends JSON text), integers of any size exactly."""
+        global _json_loads
+        if _json_loads is None:  # imported late: sse_fast.json_text builds on this module
+            from sse_fast.json_text import loads
+            _json_loads = loads
+        return _json_loads(self.data)
 
     def __repr__(self):
         return f"ServerSentEvent(event={self.event!r}, data={self.data!r}, id={self.id!r}, retry={self.retry!r})"

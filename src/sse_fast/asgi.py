@@ -2,16 +2,18 @@
 
 :class:`SSEApp` serves a :class:`~sse_fast.hub.Hub` to any ASGI server
 (granian is the default, uvicorn works) and can be mounted inside a
-Starlette/FastAPI application.  Each subscriber's request coroutine owns one
-small :class:`StreamSink`: the hub writes bytes into it without blocking, the
-coroutine wakes, sends them with one ``http.response.body`` message and tells
-the hub it is ready for more.  Everything that piled up meanwhile leaves in the
-next single send.
+Starlette/FastAPI application.  Each subscriber's request owns one small
+:class:`StreamSink`, through which the hub's writes reach the server as one
+``http.response.body`` message each: under granian the sink calls granian's
+compiled ``send`` inside the hub's call; under a server whose ``send`` is a
+coroutine, the sink wakes the request coroutine, which sends.  Either way the
+hub hears when the server has taken the bytes, and everything that piled up
+meanwhile leaves in the next single send.
 
 Routes (relative to the mount point) are those of :mod:`sse_fast.routes`:
 ``GET /events`` to subscribe, ``POST /push`` to publish, ``GET /stats``,
-``/metrics``, ``/healthz`` and ``/readyz``; :class:`~sse_fast.endpoints.Endpoints`
-says what each answers.
+``/metrics``, ``/healthz``, ``/readyz`` and ``/openapi.json`` (the API's
+description); :class:`~sse_fast.endpoints.Endpoints` says what each answers.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Seque
 from typing import Any
 
 from .auth import UidResolver, query_uid
-from .config import DEFAULT_MAX_BODY
+from .config import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY
+from .deadlines import BodyDeadlines
 from .endpoints import Endpoints
 from .errors import HTTPError
 from .hub import Hub, Subscriber
+from .operations import Operation
 from .request import Request
 from .responses import Response
-from .routes import PUSH, SUBSCRIBE, Route, RouteTable
+from .routes import OPENAPI, PUSH, SUBSCRIBE, Route, RouteTable
 
 logger = logging.getLogger("sse_fast.asgi")
 
@@ -106,17 +110,22 @@ class StreamSink:
         self._waiting: asyncio.Future[Any] | None = None
 
     def write(self, data: bytes) -> None:
-        if self._send is not None:
+        if self._send is not None:  # direct
             if self.closed:
                 return
             if self._in_flight is None:
                 self._send_now(data)
-                return
+            else:  # leaves with the next send, once the one in flight completes
+                self._hold(data)
+            return
+        self._hold(data)
+        self._wake()
+
+    def _hold(self, data: bytes) -> None:
         if self.pending is None:
             self.pending = data
         else:
             self.pending += data
-        self._wake()
 
     def close(self) -> None:
         if self.closed:
@@ -252,7 +261,8 @@ class SSEApp:
     gone client would be noticed only when its socket's buffer fills.
     ``manage_hub`` lets the app start the hub (at lifespan startup or on the
     first request) and close it at shutdown; turn it off when the enclosing
-    application owns the hub's life.
+    application owns the hub's life.  ``body_timeout`` is how long a
+    request body may take to arrive in full (408 past it).
     """
 
     def __init__(
@@ -263,10 +273,12 @@ class SSEApp:
         push_token: str | None = None,
         cors_origins: Sequence[str] = (),
         max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         watch_disconnect: bool = True,
         manage_hub: bool = True,
     ) -> None:
         self.hub = hub
+        self._body_deadlines = BodyDeadlines(body_timeout)
         self.endpoints = Endpoints(
             hub, resolve_uid=resolve_uid, push_token=push_token, cors_origins=cors_origins, max_body=max_body
         )
@@ -281,15 +293,22 @@ class SSEApp:
             "metrics": self._answer(endpoints.metrics),
             "healthz": self._answer(endpoints.healthz),
             "readyz": self._answer(endpoints.readyz),
+            OPENAPI: self._answer(self._describe),
         }
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Future[None]] = set()
 
-    def add_route(self, method: str, path: str, handler: Handler, summary: str = "") -> None:
-        """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in."""
-        route = Route(method, path, f"{method} {path}", summary)
+    def add_route(self, method: str, path: str, handler: Handler, operation: Operation) -> None:
+        """Answer ``method path`` with ``handler`` too: how optional parts (the dashboard) plug in.
+
+        ``operation`` says what the route takes and answers, for ``GET /openapi.json``.
+        """
+        route = Route(method, path, f"{method} {path}", operation)
         self.route_table.add(route)
         self._handlers[route.name] = handler
+
+    def _describe(self, request: Request) -> Response:
+        return self.endpoints.openapi(request, self.route_table)
 
     @property
     def resolve_uid(self) -> UidResolver:
@@ -306,6 +325,10 @@ class SSEApp:
     @property
     def max_body(self) -> int:
         return self.endpoints.max_body
+
+    @property
+    def body_timeout(self) -> float:
+        return self._body_deadlines.timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -473,11 +496,18 @@ class SSEApp:
         await send_response(send, await self.endpoints.push(request, body))
 
     async def _read_body(self, receive: Receive) -> bytes:
+        """The whole request body, within ``--max-body`` bytes and ``--body-timeout`` seconds.
+
+        The deadline is fixed when the app starts reading (the request head has
+        just ended) and covers the whole body (:mod:`sse_fast.deadlines`).
+        """
         chunks: list[bytes] = []
         total = 0
         limit = self.endpoints.max_body
+        deadlines = self._body_deadlines
+        deadline = deadlines.start()
         while True:
-            message = await receive()
+            message = await deadlines.receive(receive, deadline)
             if message["type"] == "http.disconnect":
                 raise HTTPError(400, "body: client disconnected before sending it")
             chunk = message.get("body", b"")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 
+from . import json_text
 from ._core import ServerSentEvent
 from .errors import ClientStoppedError
 from .sync_client import SyncClient
@@ -96,7 +97,12 @@ def add_push_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="U",
         help="recipient user id (repeatable; none: everyone)",
     )
-    parser.add_argument("--id", default=None, metavar="ID", help="event id (default: the server assigns one)")
+    parser.add_argument(
+        "--id",
+        default=None,
+        metavar="ID",
+        help="an event id of your own, resumable; not of the form <epoch>-<seq> (default: the server's)",
+    )
     parser.add_argument("--token", default=None, metavar="T", help="sent as 'Authorization: Bearer T'")
     parser.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS", help="request timeout")
     parser.set_defaults(func=push)
@@ -172,7 +178,9 @@ def push(args: argparse.Namespace) -> int:
         headers["Authorization"] = f"Bearer {args.token}"
     url = push_url(args.url)
     try:
-        response = httpx.post(url, content=orjson.dumps(body), headers=headers, timeout=args.timeout)
+        response = httpx.post(
+            url, content=json_text.dumps(body).encode(), headers=headers, timeout=args.timeout
+        )
     except httpx.HTTPError as exc:
         print(f"sse-fast push: error: {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -206,7 +214,7 @@ def _server_msg(response: httpx.Response) -> str:
 
 def _json(text: str) -> Any:
     try:
-        return orjson.loads(text)
+        return json_text.loads(text.encode("utf-8", "surrogateescape"))
     except orjson.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
 

@@ -9,6 +9,7 @@ the configuration also travels as JSON in one environment variable.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +20,10 @@ DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_MAX_RECIPIENTS = 100_000
 """Most recipients (events x uids; a broadcast counts one per event) of one push, for the
 server and the library alike."""
+MAX_PUSH_EVENTS = 10_000
+"""Most events one ``POST /push`` may carry."""
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a client may take to send a whole request body, from the end of its headers."""
 ENGINES = ("granian", "native")
 HTTP_MODES = ("1", "2", "auto")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -109,7 +114,17 @@ class ServeConfig:
         ),
     )
     header_timeout: float = field(
-        default=10.0, metadata=cli("native engine: seconds a client may take to send its request headers")
+        default=10.0,
+        metadata=cli(
+            "seconds a client may take to send its request headers (on granian also the most an idle "
+            "keep-alive connection is kept: granian times both with one timer)"
+        ),
+    )
+    body_timeout: float = field(
+        default=DEFAULT_BODY_TIMEOUT,
+        metadata=cli(
+            "seconds a client may take to send a whole request body, from the end of its headers (408)"
+        ),
     )
     keepalive_timeout: float = field(
         default=5.0,
@@ -153,6 +168,8 @@ class ServeConfig:
             raise ValueError("--http: the native engine speaks HTTP/1.1 only; use the granian engine for 2")
         if self.header_timeout <= 0 or self.keepalive_timeout <= 0:
             raise ValueError("--header-timeout/--keep-alive-timeout: must be positive numbers of seconds")
+        if not 0 < self.body_timeout < math.inf:
+            raise ValueError("--body-timeout: must be a positive number of seconds")
         if self.jwt_secret is not None and "*" in self.cors_origins:
             raise ValueError("--cors-origin: '*' is not allowed together with --jwt-secret; list the origins")
         if self.store:

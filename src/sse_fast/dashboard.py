@@ -51,6 +51,7 @@ from .auth import check_push_token, query_uid
 from .errors import HTTPError
 from .event import Event
 from .hub import Hub
+from .operations import EVENT_STREAM, RETRY_AFTER, Answer, Operation
 from .request import Request
 from .responses import Response
 
@@ -64,6 +65,31 @@ STREAM_PATH = "/stats/stream"
 PUBLISHER_TASK_NAME = "sse_fast.dashboard.publisher"
 VIEWER_UID = "viewer"
 RATE_KEYS = ("events", "deliveries", "failed", "dropped")
+
+PAGE_OPERATION = Operation(
+    summary="The live dashboard",
+    description="One self-contained page (no CDN); it asks for the token the stats stream needs.",
+    answers=(Answer(200, "the page", "text/html", {"type": "string"}),),
+    tag="dashboard",
+)
+STREAM_OPERATION = Operation(
+    summary="The dashboard's stats stream",
+    description=(
+        f"An endless `text/event-stream` of `event: {STATS_EVENT}` frames, one a second: the /stats "
+        "figures plus `rates`, `cpu_percent`, `rss_bytes`, `uptime`, `interval`, `time`, `viewers`."
+    ),
+    answers=(
+        Answer(200, "the stream", EVENT_STREAM, {"type": "string"}),
+        Answer(
+            503,
+            "`server: shutting down`, or `connections: ...` (as many viewers as subscribers)",
+            headers=(RETRY_AFTER,),
+        ),
+    ),
+    auth="viewer",
+    streams=True,
+    tag="dashboard",
+)
 
 _AUTH_PLACEHOLDER = b"__SSE_FAST_AUTH__"
 
@@ -173,8 +199,8 @@ class Dashboard:
 
     def install(self) -> Dashboard:
         for path in PAGE_PATHS:
-            self.app.add_route("GET", path, self.page)
-        self.app.add_route("GET", STREAM_PATH, self.stream)
+            self.app.add_route("GET", path, self.page, PAGE_OPERATION)
+        self.app.add_route("GET", STREAM_PATH, self.stream, STREAM_OPERATION)
         return self
 
     @property

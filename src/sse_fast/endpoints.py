@@ -10,14 +10,16 @@ request goes to which endpoint is the route table's business
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from .auth import UidResolver, check_push_token, query_uid
-from .config import DEFAULT_MAX_BODY
+from . import json_text
+from ._core import check_single_line
+from .auth import JWTAuth, UidResolver, check_push_token, query_uid
+from .config import DEFAULT_MAX_BODY, MAX_PUSH_EVENTS
 from .errors import (
     HTTPError,
     HubOverloadedError,
@@ -28,8 +30,10 @@ from .errors import (
 from .event import Event
 from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
+from .openapi import ApiSettings, SubscriberAuth, openapi_document
 from .request import Request
 from .responses import Headers, Response
+from .routes import Route
 from .stores.base import StoreUnavailableError
 
 STREAM_HEADERS: Headers = [
@@ -42,7 +46,6 @@ PREFLIGHT_HEADERS: Headers = [
     (b"access-control-allow-headers", b"Authorization, Content-Type, Last-Event-ID, Event-Type"),
     (b"access-control-max-age", b"600"),
 ]
-MAX_PUSH_EVENTS = 10_000
 RETRY_SOON: Headers = [(b"retry-after", b"1")]
 
 
@@ -106,13 +109,22 @@ class Endpoints:
     # ------------------------------------------------------------ subscribe
 
     async def subscription(self, request: Request) -> Subscription:
-        """Authenticate a subscribe request and read its options (raises HTTPError)."""
+        """Authenticate a subscribe request and read its options (raises HTTPError).
+
+        ``Last-Event-ID`` (or ``?last_event_id=``, percent-decoded) is UTF-8, as
+        browsers and EventSource clients send it.  Bytes that are not UTF-8
+        are kept as lone surrogates (``surrogateescape``): no event id holds
+        one, so the hub answers ``reset`` with ``malformed_id``.  The event-type
+        filter follows the rule of event types (:func:`check_single_line`).
+        """
         resolved = self.resolve_uid(request)
         uid = resolved if isinstance(resolved, str) else await resolved
-        event_type = request.query("event_type") or request.header(b"event-type") or None
-        last_event_id = request.header(b"last-event-id")
-        if last_event_id is None:
-            last_event_id = request.query("last_event_id")
+        raw_type = request.query_bytes("event_type") or request.header_bytes(b"event-type") or None
+        event_type = None if raw_type is None else _event_type_filter(raw_type)
+        raw_id = request.header_bytes(b"last-event-id")
+        if raw_id is None:
+            raw_id = request.query_bytes("last_event_id")
+        last_event_id = None if raw_id is None else raw_id.decode("utf-8", "surrogateescape")
         return Subscription(uid, event_type, last_event_id)
 
     def open_subscription(self, wanted: Subscription, sink: SubscriberSink) -> Subscriber:
@@ -201,6 +213,40 @@ class Endpoints:
             raise HTTPError(503, "store: unavailable", RETRY_SOON)
         return Response.json(200, {"status": "ready", "connections": hub.connections})
 
+    # ---------------------------------------------------------- description
+
+    def openapi(self, request: Request, routes: Iterable[Route]) -> Response:
+        """The OpenAPI document of ``routes`` as served here: this configuration, this mount point."""
+        return Response.json(200, openapi_document(routes, self.api_settings(request.root_path)))
+
+    def api_settings(self, root_path: str = "") -> ApiSettings:
+        """What the API description states of this configuration."""
+        subscribers: SubscriberAuth = "custom"
+        if self.resolve_uid is query_uid:
+            subscribers = "uid"
+        elif isinstance(self.resolve_uid, JWTAuth):
+            subscribers = "jwt"
+        return ApiSettings(
+            push_token=self.push_token is not None,
+            subscribers=subscribers,
+            max_body=self.max_body,
+            root_path=root_path,
+            max_recipients=self.hub.max_recipients,
+        )
+
+
+def _event_type_filter(raw: bytes) -> str:
+    """A subscriber's event type (UTF-8), or HTTPError 400 when no event could have it."""
+    try:
+        event_type = raw.decode()
+    except UnicodeDecodeError:
+        raise HTTPError(400, "event_type: must be UTF-8") from None
+    try:
+        check_single_line(event_type, "event_type")
+    except InvalidEventError as exc:
+        raise HTTPError(400, str(exc)) from None
+    return event_type
+
 
 def too_many_recipients(recipients: int, limit: int) -> HTTPError:
     return HTTPError(413, f"push: {recipients} recipients (events x uids) is over --max-recipients {limit}")
@@ -208,9 +254,12 @@ def too_many_recipients(recipients: int, limit: int) -> HTTPError:
 
 def decode_push(body: bytes, max_recipients: int | None = None) -> tuple[list[Event], list[Any] | None]:
     """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise,
-    413 when it has more than ``max_recipients`` (events x uids; a broadcast one per event)."""
+    413 when it has more than ``max_recipients`` (events x uids; a broadcast one per event).
+
+    Integers beyond 64 bits are decoded exactly (:func:`sse_fast.json_text.loads`).
+    """
     try:
-        payload = orjson.loads(body)
+        payload = json_text.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HTTPError(400, f"body: invalid JSON ({exc})") from None
     if not isinstance(payload, dict):

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from ._core import encode_event
 from .errors import InvalidEventError
+from .ids import publisher_id_rule
+from .json_text import dumps
 
 
 @dataclass(slots=True)
@@ -21,9 +21,19 @@ class Event:
     """An event to push.
 
     ``data`` is JSON-encoded (compact, one line) as the reference server does,
-    so a client can ``JSON.parse(e.data)``; pass ``raw=True`` to send a string
-    as it is (it may span lines).  ``id`` is normally left out: the hub assigns
-    strictly increasing ids; one given here is sent as it is.
+    so a client can ``JSON.parse(e.data)``: integers of any size exactly, and
+    U+2028, U+2029 and U+0085 escaped, so that no reader splits the line
+    (:mod:`sse_fast.json_text`).  Pass ``raw=True`` to send a string as it is:
+    it may span lines (CR, LF), but the other line breaks of
+    ``str.splitlines`` (VT, FF, U+001C..U+001E, U+0085, U+2028, U+2029) cannot
+    be escaped in raw text and are refused.  ``event`` and ``id`` may not hold
+    control characters or line/paragraph separators.  A refused event raises
+    :class:`~sse_fast.errors.InvalidEventError` naming the field when pushed.
+    ``id`` is normally left out: the hub assigns strictly increasing ids.  One
+    given here is sent as it is, stored with the event and resumable (a
+    client's ``Last-Event-ID`` naming it continues after the latest event
+    saved with it); it must not have the server's form ``<epoch>-<seq>`` (see
+    :func:`~sse_fast.ids.publisher_id_rule`).
     """
 
     event: str = "message"
@@ -38,7 +48,7 @@ class Event:
                 raise InvalidEventError("data", "must be a string when raw=True")
             return self.data
         try:
-            return orjson.dumps(self.data).decode()
+            return dumps(self.data)
         except TypeError as exc:
             raise InvalidEventError("data", f"is not JSON-serialisable ({exc})") from None
 
@@ -112,6 +122,9 @@ def encode_body(event: Event, index: int = 0) -> tuple[str, bytes]:
         body = encode_event(text, event.event)
         if event.id is not None:
             encode_event("", None, event.id)
+            rule = publisher_id_rule(event.id)
+            if rule is not None:
+                raise InvalidEventError("id", rule)
     except InvalidEventError as exc:
         raise InvalidEventError(f"{where}.{exc.field}", exc.reason) from None
     return text, body

@@ -13,15 +13,24 @@ from urllib.parse import parse_qs, unquote
 
 
 class Request:
-    """Method, path, query and headers of one request (header names lower-case bytes)."""
+    """Method, path, query and headers of one request (header names lower-case bytes).
 
-    __slots__ = ("_query", "_query_string", "headers", "method", "path")
+    ``path`` is relative to the mount point ``root_path`` (empty when not mounted).
+    """
+
+    __slots__ = ("_query", "_query_string", "headers", "method", "path", "root_path")
 
     def __init__(
-        self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        root_path: str = "",
     ) -> None:
         self.method = method
         self.path = path
+        self.root_path = root_path
         self.headers = headers
         self._query_string = query_string
         self._query: dict[str, list[str]] | None = None
@@ -34,21 +43,36 @@ class Request:
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         headers = [(bytes(k).lower(), bytes(v)) for k, v in scope.get("headers") or ()]
-        return cls(str(scope.get("method", "GET")), path, bytes(scope.get("query_string", b"")), headers)
+        query = bytes(scope.get("query_string", b""))
+        return cls(str(scope.get("method", "GET")), path, query, headers, root.rstrip("/"))
 
     def header(self, name: bytes) -> str | None:
-        """The first value of header ``name`` (lower-case), decoded as Latin-1."""
+        """The first value of header ``name`` (lower-case), decoded as Latin-1 (for ASCII headers)."""
+        value = self.header_bytes(name)
+        return None if value is None else value.decode("latin-1")
+
+    def header_bytes(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), as it arrived."""
         for key, value in self.headers:
             if key == name:
-                return value.decode("latin-1")
+                return value
         return None
 
     def query(self, name: str) -> str | None:
-        """The first value of query parameter ``name``."""
+        """The first value of query parameter ``name``, percent-decoded as UTF-8 (U+FFFD for what is not)."""
+        value = self.query_bytes(name)
+        return None if value is None else value.decode("utf-8", "replace")
+
+    def query_bytes(self, name: str) -> bytes | None:
+        """The first value of query parameter ``name``, percent-decoded to bytes (``+`` is a space)."""
         if self._query is None:
-            self._query = parse_qs(self._query_string.decode("latin-1"), keep_blank_values=True)
+            # Latin-1 maps each byte to one character and back, so the values
+            # come out as the bytes the client meant, raw or percent-encoded.
+            self._query = parse_qs(
+                self._query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
+            )
         values = self._query.get(name)
-        return values[0] if values else None
+        return values[0].encode("latin-1") if values else None
 
 
 def decode_path(raw_path: bytes) -> str:

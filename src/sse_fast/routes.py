@@ -4,6 +4,9 @@ Both engines look requests up here — the ASGI app to dispatch them, the
 native engine to recognise the subscribe route it streams itself — so a route
 is declared once.  Optional parts (the dashboard) add theirs at start-up.
 Paths are matched decoded (``%2F`` is ``/``), as ASGI servers hand them over.
+Each route carries its :class:`~sse_fast.operations.Operation`: what it takes
+and answers, from which ``GET /openapi.json`` describes the API, so a route
+cannot be added without its description.
 """
 
 from __future__ import annotations
@@ -11,29 +14,33 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from . import operations as op
 from .errors import HTTPError
+from .operations import Operation
 
 SUBSCRIBE = "subscribe"
 PUSH = "push"
+OPENAPI = "openapi"
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One route: ``name`` says which endpoint answers it; ``summary`` is for people."""
+    """One route: ``name`` says which endpoint answers it; ``operation`` what it takes and answers."""
 
     method: str
     path: str
     name: str
-    summary: str = ""
+    operation: Operation
 
 
 EDGE_ROUTES: tuple[Route, ...] = (
-    Route("GET", "/events", SUBSCRIBE, "subscribe to a user's events (a text/event-stream)"),
-    Route("POST", "/push", PUSH, "publish events to users, or to everyone"),
-    Route("GET", "/stats", "stats", "figures as JSON"),
-    Route("GET", "/metrics", "metrics", "figures in the Prometheus text format"),
-    Route("GET", "/healthz", "healthz", "liveness: the process serves streams"),
-    Route("GET", "/readyz", "readyz", "readiness: pushes can be accepted now"),
+    Route("GET", "/events", SUBSCRIBE, op.SUBSCRIBE_OPERATION),
+    Route("POST", "/push", PUSH, op.PUSH_OPERATION),
+    Route("GET", "/stats", "stats", op.STATS_OPERATION),
+    Route("GET", "/metrics", "metrics", op.METRICS_OPERATION),
+    Route("GET", "/healthz", "healthz", op.HEALTHZ_OPERATION),
+    Route("GET", "/readyz", "readyz", op.READYZ_OPERATION),
+    Route("GET", "/openapi.json", OPENAPI, op.OPENAPI_OPERATION),
 )
 
 

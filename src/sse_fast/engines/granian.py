@@ -65,9 +65,39 @@ def _say_goodbye_on_worker_signal(app: SSEApp) -> None:
     granian_signals.set_loop_signals = set_loop_signals
 
 
+FD_RESERVE = 512
+"""Open files a worker keeps for itself (store files, Redis connections, pipes) besides its clients."""
+
+
+def backpressure(max_connections: int, open_files: int) -> int:
+    """How many connections granian's worker may hold at once: as many as its open files allow.
+
+    granian holds one permit per open connection, not per request: an idle
+    keep-alive socket, a head or a body that never finishes take one as a
+    subscriber does, and with all permits taken granian accepts no one, not
+    even ``/healthz``.  So the permits are not what runs out first: they
+    match the open-file limit (less :data:`FD_RESERVE`, so that accepting
+    stops on a permit rather than spinning on ``EMFILE``), while the hub
+    bounds subscribers at ``max_connections`` and the header and body
+    timeouts bound how long a stalled socket is held.  Never fewer than
+    ``max_connections`` streams plus room for pushes and probes (granian's
+    own default, backlog/workers, would admit 1024 streams).
+    """
+    return max(max_connections + 256, open_files - FD_RESERVE)
+
+
+def open_file_limit() -> int:
+    """This process's soft open-file limit (raised to the hard one at start), which workers inherit."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 def run(config: ServeConfig) -> None:
     """Run granian with uvloop in the foreground until SIGINT/SIGTERM."""
     from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
@@ -76,9 +106,6 @@ def run(config: ServeConfig) -> None:
         holder, config.port = reserve_port(config.host)
     os.environ[CONFIG_ENV] = config.to_env()
     os.environ[PARENT_PID_ENV] = str(os.getpid())
-    # granian admits backlog/workers concurrent requests by default (1024):
-    # every subscriber is one long request, so admit max_connections plus
-    # room for pushes and probes.
     server: Any = Server(
         FACTORY,
         address=config.host,
@@ -87,7 +114,10 @@ def run(config: ServeConfig) -> None:
         workers=config.workers,
         loop=Loops.uvloop,
         backlog=max(1024, min(config.max_connections, 65535)),
-        backpressure=config.max_connections + 256,
+        backpressure=backpressure(config.max_connections, open_file_limit()),
+        # One timer for a request head and for an idle keep-alive connection:
+        # a client that never finishes its head is cut after it.
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, round(config.header_timeout * 1000))),
         log_level=LogLevels(config.log_level),
         factory=True,
         websockets=False,

@@ -49,6 +49,7 @@ def build_app(config: ServeConfig, hub: Hub | None = None) -> SSEApp:
         push_token=config.push_token,
         cors_origins=config.cors_origins,
         max_body=config.max_body,
+        body_timeout=config.body_timeout,
     )
     if config.dashboard:
         from ..dashboard import install_dashboard

@@ -58,13 +58,16 @@ from dataclasses import dataclass
 from time import perf_counter
 
 from .._core import FanoutRing
-from ..errors import CursorLagging
+from ..errors import CursorLagging, InvalidEventError
 from ..event import Event
 from ..stores.base import Clock
 from .failures import OFFLINE, DeliveryFailures
 from .registry import SubscriberRegistry
 from .stats import HubStats
 from .subscriber import Subscriber
+
+ID_LINE_ROOM = 64
+"""Bytes an ``id: <epoch>-<seq>`` line may take (an epoch and a 64-bit seq need well under this)."""
 
 SLICE_SECONDS = 0.002
 """Default time budget of one slice of a pass (the curve that chose it: benchmarks/RESULTS.md)."""
@@ -181,6 +184,17 @@ class Fanout:
         """
         now = self.now = self._clock()
         return now
+
+    def check_broadcast(self, batch: list[Event], prepared: list[tuple[str, bytes]]) -> None:
+        """Refuse, before anything is stored, a broadcast event whose frame the ring could never hold."""
+        room = self._ring.max_bytes
+        for i, (ev, (_, body)) in enumerate(zip(batch, prepared, strict=True)):
+            id_line = ID_LINE_ROOM if ev.id is None else len(ev.id.encode()) + len(b"id: \n")
+            if len(body) + id_line > room:
+                raise InvalidEventError(
+                    f"events[{i}]",
+                    f"a broadcast of {len(body)} bytes does not fit the fan-out ring ({room} bytes)",
+                )
 
     def fan_out(
         self,

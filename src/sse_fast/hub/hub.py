@@ -24,8 +24,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-import orjson
-
 from .._core import HEARTBEAT, FanoutRing, encode_event
 from ..config import DEFAULT_MAX_RECIPIENTS
 from ..errors import (
@@ -37,6 +35,7 @@ from ..errors import (
 )
 from ..event import Event, collect_uids, encode_body, validate_uids
 from ..ids import new_epoch
+from ..json_text import dumps
 from ..protocol import SHUTDOWN_EVENT
 from ..stores.base import Clock, NewEvent, Store
 from .failures import DeliveryFailures, PushFailedCallback
@@ -195,7 +194,7 @@ class Hub:
             if task is not None:
                 task.cancel()
         self._sweeper = self._store_watch = None
-        goodbye = encode_event(orjson.dumps({"reason": reason}).decode(), SHUTDOWN_EVENT, None, retry_ms)
+        goodbye = encode_event(dumps({"reason": reason}), SHUTDOWN_EVENT, None, retry_ms)
         self._fanout.place_all()  # every accepted push is delivered before the goodbye
         for sub in self._registry.snapshot():
             self._fanout.flush_one(sub)  # what is pending goes before the goodbye
@@ -381,9 +380,14 @@ class Hub:
         if self._fanout.overloaded(broadcast=targets is None):
             self.stats.overloaded += 1
             raise HubOverloadedError("push: pushes arrive faster than they are delivered")
+        if targets is None:
+            self._fanout.check_broadcast(batch, prepared)
         if self._store is not None:
             stored = await self._store_health.save(
-                [NewEvent(ev.event, text, targets) for ev, (text, _) in zip(batch, prepared, strict=False)]
+                [
+                    NewEvent(ev.event, text, targets, ev.id)
+                    for ev, (text, _) in zip(batch, prepared, strict=False)
+                ]
             )
             seqs = [s.seq for s in stored]
             ids = [s.id for s in stored]

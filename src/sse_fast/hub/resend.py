@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import orjson
-
-from .._core import FanoutRing, encode_event
-from ..errors import InvalidEventIdError
-from ..ids import EventId, format_id
+from .._core import FanoutRing, check_single_line, encode_event
+from ..errors import InvalidEventError, InvalidEventIdError
+from ..ids import EventId, format_id, publisher_id_rule
+from ..json_text import dumps, escape_line_separators
 from ..protocol import HISTORY_LOST, RESET_EVENT
-from ..stores.base import Clock, Store
+from ..stores.base import Clock, Store, StoredEvent
 from .fanout import Fanout
 from .history import History
 from .registry import SubscriberRegistry
@@ -22,9 +21,53 @@ logger = logging.getLogger("sse_fast.hub")
 
 
 def reset_frame(reason: str, last_event_id: str | None, event_id: str | None = None) -> bytes:
-    """A ``reset`` event: the client cannot go on from ``last_event_id``, and why."""
-    data = orjson.dumps({"reason": reason, "last_event_id": last_event_id}).decode()
+    """A ``reset`` event: the client cannot go on from ``last_event_id``, and why.
+
+    The id is echoed as text: bytes that were not UTF-8 (kept as lone
+    surrogates) as U+FFFD, line separators escaped as all data is.
+    """
+    if last_event_id is not None and not last_event_id.isascii():
+        last_event_id = last_event_id.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    data = dumps({"reason": reason, "last_event_id": last_event_id})
     return encode_event(data, RESET_EVENT, event_id)
+
+
+def may_be_an_id(text: str) -> bool:
+    """Whether any event could carry ``text`` as its id (the rule ``encode_event`` applies).
+
+    A ``Last-Event-ID`` that breaks it (bytes that were not UTF-8, a control
+    character) is malformed whatever the store holds.
+    """
+    try:
+        check_single_line(text, "id")
+    except InvalidEventError:
+        return False
+    return True
+
+
+def replay_frames(page: list[StoredEvent]) -> bytes:
+    """One page of stored events as wire bytes, for one write."""
+    try:
+        return b"".join([encode_event(e.data, e.event, e.wire_id) for e in page])
+    except InvalidEventError:
+        return b"".join([_stored_frame(e) for e in page])
+
+
+def _stored_frame(event: StoredEvent) -> bytes:
+    """An event stored before its characters were refused: data with U+2028 and
+    the like escaped (exact for JSON data), and left out with a warning when
+    that is not enough, rather than ending every replay that reaches it."""
+    try:
+        return encode_event(event.data, event.event, event.wire_id)
+    except InvalidEventError:
+        pass
+    try:
+        return encode_event(escape_line_separators(event.data.encode()).decode(), event.event, event.wire_id)
+    except InvalidEventError as exc:
+        logger.warning(
+            "event %s is not replayed: it was stored before such events were refused (%s)", event.id, exc
+        )
+        return b""
 
 
 class Resend:
@@ -67,9 +110,11 @@ class Resend:
         read or fanned out to the ring after registration; live frames whose
         sequence number was already replayed are skipped by the ring's
         ``after_seq`` filter.  That is what leaves no gap and no duplicate at
-        the seam.  When the id cannot be resumed from (malformed, another
-        epoch, older than retention, or no store), a ``reset`` event comes
-        first, then everything retained.
+        the seam.  A publisher's own id resumes after the latest event saved
+        with it, and a replayed event carries the id it carried live.  When
+        the id cannot be resumed from (malformed, another epoch, unknown,
+        older than retention, or no store), a ``reset`` event comes first,
+        then everything retained.
         """
         history = self._history
         epoch = history.epoch  # a history lost meanwhile ends this replay: see begin_new_history
@@ -92,7 +137,7 @@ class Resend:
                     sub.after_seq = after
                     self._stats.replayed += len(page)
                     sub.busy_since = self._clock()
-                    yield b"".join([encode_event(e.data, e.event, e.id) for e in page])
+                    yield replay_frames(page)
                     sub.busy_since = sub.last_write = self._clock()
                     if len(page) == self.replay_page:
                         continue
@@ -113,10 +158,12 @@ class Resend:
         store = self._store
         if not self.enabled or store is None:
             return history.seq, "no_history"
+        if not may_be_an_id(last_event_id):
+            return 0, "malformed_id"
         try:
             parsed = EventId.parse(last_event_id)
         except InvalidEventIdError:
-            return 0, "malformed_id"
+            return await self._publisher_resume_point(store, last_event_id)
         if parsed.epoch != history.epoch:
             return 0, "unknown_epoch"
         if parsed.seq > history.seq:
@@ -128,6 +175,18 @@ class Resend:
         if parsed.seq + 1 < await store.first_seq():
             return parsed.seq, "expired"
         return parsed.seq, None
+
+    @staticmethod
+    async def _publisher_resume_point(store: Store, last_event_id: str) -> tuple[int, str | None]:
+        """A publisher's own id: after the latest event saved with it, as the store's index knows it."""
+        if publisher_id_rule(last_event_id) is not None:
+            return 0, "malformed_id"  # could be no id of ours: neither the server's nor a publisher's
+        seq = await store.seq_of_publisher_id(last_event_id)
+        if seq is None:
+            return 0, "unknown_id"
+        if seq + 1 < await store.first_seq():
+            return seq, "expired"
+        return seq, None
 
     def begin_new_history(self, epoch: str, seq: int) -> None:
         """Number from the new history and tell every connected subscriber to reset.

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .base import (
     DEFAULT_PAGE,
+    MIN_ID_WINDOW,
     HistoryLostError,
     NewEvent,
     Retention,
@@ -131,6 +132,7 @@ def open_store(url: str) -> Store:
 
 __all__ = [
     "DEFAULT_PAGE",
+    "MIN_ID_WINDOW",
     "HistoryLostError",
     "MemoryStore",
     "NewEvent",

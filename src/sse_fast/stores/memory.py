@@ -3,6 +3,8 @@
 Nothing survives the process, so every instance draws a new epoch: a client
 that resumes with an id from a previous run is recognised as coming from
 another history.  ``save`` does no I/O, which makes FIFO completion trivial.
+Publisher ids are indexed in a dict (id -> latest seq) and a deque of
+``(seq, id)`` in seq order, from which retention trims them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class MemoryStore:
         self._clock = clock
         self._epoch = new_epoch()
         self._events: deque[StoredEvent] = deque()
+        self._ids: dict[str, int] = {}  # publisher id -> seq of the latest event saved with it
+        self._id_seqs: deque[tuple[int, str]] = deque()  # (seq, publisher id), in seq order
         self._last_seq = 0
         self._last_created = 0.0
         self._open = False
@@ -64,13 +68,16 @@ class MemoryStore:
         # created never goes backwards, so age pruning can stop at the first young event.
         now = self._last_created = max(self._clock(), self._last_created)
         out: list[StoredEvent] = []
+        # Locals, not attributes, in the loop: what this saves pays for the publisher id.
+        seq, epoch, ids, id_seqs = self._last_seq, self._epoch, self._ids, self._id_seqs
         for ev in events:
-            self._last_seq += 1
-            out.append(
-                StoredEvent(
-                    self._last_seq, format_id(self._epoch, self._last_seq), ev.event, ev.data, ev.uids, now
-                )
-            )
+            seq += 1
+            pid = ev.publisher_id
+            out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, ev.uids, now, pid))
+            if pid is not None:
+                ids[pid] = seq
+                id_seqs.append((seq, pid))
+        self._last_seq = seq
         self._events.extend(out)
         self._prune(now)
         return out
@@ -79,8 +86,18 @@ class MemoryStore:
         kept = self._events
         first = self._retention.first_kept_seq(self._last_seq)
         oldest = self._retention.oldest_kept_time(now)
+        dropped = False
         while kept and (kept[0].seq < first or (oldest is not None and kept[0].created < oldest)):
             kept.popleft()
+            dropped = True
+        if dropped and self._id_seqs:
+            first = kept[0].seq if kept else self._last_seq + 1
+            cut = self._retention.ids_kept_from(first, self._last_seq)
+            id_seqs, ids = self._id_seqs, self._ids
+            while id_seqs and id_seqs[0][0] < cut:
+                seq, pid = id_seqs.popleft()
+                if ids.get(pid) == seq:  # not saved again since
+                    del ids[pid]
 
     async def list_after(
         self,
@@ -114,3 +131,6 @@ class MemoryStore:
 
     async def last_seq(self) -> int:
         return self._last_seq
+
+    async def seq_of_publisher_id(self, publisher_id: str) -> int | None:
+        return self._ids.get(publisher_id)

@@ -13,10 +13,13 @@ hash tag, so that all keys of one store live in one slot)::
                                 e  event type
                                 d  data (wire text)
                                 u  JSON array of recipient uids; absent = broadcast
+                                i  the publisher's own id; absent = none
     {P}:bcast        zset     seqs of broadcasts (score = member = seq)
     {P}:u:<uid>      zset     seqs of the events addressed to <uid>
     {P}:users        zset     the user indexes: member <uid>, score the newest seq
                               in {P}:u:<uid>
+    {P}:ids          zset     publisher ids: member the id, score the seq of the
+                              latest event saved with it
     {P}:open         zset     saves under way in several calls: member the first
                               seq, score the deadline (ms) of its writer's next call
 
@@ -60,7 +63,12 @@ deletes such indexes (and their ``{P}:users`` members), the oldest first, up to
 user indexes and ``{P}:users`` are bounded by retention, by count as well as by
 age: live ones by the recipients of the retained events, stale ones (not yet
 swept) by no more than that again.  With ``index_ttl`` (default: ``max_age``)
-the user indexes also expire on their own when nobody writes.
+the user indexes also expire on their own when nobody writes.  ``{P}:ids``
+is trimmed by score in the same script, one retention window below the
+stream's first entry (``max_events``, the stream's span or ``MIN_ID_WINDOW``,
+whichever is more: see ``Retention.ids_kept_from``), so it holds no more ids
+than the retained entries and that window; a resume looks an id up with one
+``ZSCORE``.
 ``list_after`` reads at most ``limit`` candidates per index per round trip, both
 indexes in one MULTI/EXEC (so a concurrent save is seen in both or in neither), and
 checks each entry's own ``u`` field, so a stale index member is harmless.
@@ -98,6 +106,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..ids import format_id, new_epoch
 from .base import (
     DEFAULT_PAGE,
+    MIN_ID_WINDOW,
     Clock,
     HistoryLostError,
     NewEvent,
@@ -174,12 +183,13 @@ def _fails_as_unavailable(
     return call
 
 
-# KEYS: seq, stream, broadcast index, epoch, open pushes.
+# KEYS: seq, stream, broadcast index, epoch, publisher id index, open saves.
 # ARGV: 1 user index key prefix, 2 maxlen (0 = none), 3 oldest kept time (0 = none),
 #       4 index ttl seconds (0 = none), 5 created, 6 the epoch this store opened,
 #       7 marker ('' | 'open' | 'keep' | 'close'), 8 the open save's first seq (keep, close),
 #       9 the marker's deadline (ms), 10 n new events, 11 g index groups,
-#       then n x (event, data, uids JSON or ""),
+#       12 the values per event (3, or 4 when some event of the call has a publisher id),
+#       then n x (event, data, uids JSON or "" [, publisher id or ""]),
 #       then g x (uid, m, m x ref): ref > 0 the seq of an event an earlier call added,
 #       ref <= 0 the (-ref)th event this call adds.
 # Also writes {P}:users (named after KEYS[1], {P}:seq, in the same hash slot): uid ->
@@ -189,13 +199,14 @@ def _fails_as_unavailable(
 # write when the epoch key no longer holds our epoch (Redis was flushed under
 # us): the counter would start again at 1 and hand out ids that clients already hold.
 _SAVE_LUA = (
-    f"local sweep = {INDEX_SWEEP}\n"
+    f"local sweep = {INDEX_SWEEP}\nlocal min_id_window = {MIN_ID_WINDOW}\n"
     + """
 local epoch = redis.call('GET', KEYS[4])
 if epoch ~= ARGV[6] then
   return redis.error_reply('SSEFAST_EPOCH ' .. tostring(epoch))
 end
 local n = tonumber(ARGV[10])
+local stride = tonumber(ARGV[12])
 local last
 if n > 0 then
   last = redis.call('INCRBY', KEYS[1], n)
@@ -207,7 +218,7 @@ local maxlen = tonumber(ARGV[2])
 local created = ARGV[5]
 for i = 0, n - 1 do
   local seq = base + i
-  local at = 12 + 3 * i
+  local at = 13 + stride * i
   local sid = string.format('%d', seq)
   local args = {'XADD', KEYS[2]}
   if maxlen > 0 then
@@ -217,6 +228,11 @@ for i = 0, n - 1 do
   table.insert(args, 't'); table.insert(args, created)
   table.insert(args, 'e'); table.insert(args, ARGV[at])
   table.insert(args, 'd'); table.insert(args, ARGV[at + 1])
+  local pid = stride == 4 and ARGV[at + 3] or ''
+  if pid ~= '' then
+    table.insert(args, 'i'); table.insert(args, pid)
+    redis.call('ZADD', KEYS[5], seq, pid)
+  end
   local uids = ARGV[at + 2]
   if uids == '' then
     redis.call(unpack(args))
@@ -229,18 +245,18 @@ end
 -- a save in several calls: readers stop below its first seq until its last call
 local marker = ARGV[7]
 if marker == 'open' then
-  redis.call('ZADD', KEYS[5], ARGV[9], string.format('%d', base))
+  redis.call('ZADD', KEYS[6], ARGV[9], string.format('%d', base))
 elseif marker == 'keep' then
-  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[8])
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[8])
 elseif marker == 'close' then
-  redis.call('ZREM', KEYS[5], ARGV[8])
+  redis.call('ZREM', KEYS[6], ARGV[8])
 end
 -- the markers of writers that stopped midway: their saves stay as far as they got
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%d', tonumber(created) * 1000))
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%d', tonumber(created) * 1000))
 local newest = {}
 local touched = {}
 local sids = {}
-local at = 12 + 3 * n
+local at = 13 + stride * n
 for g = 1, tonumber(ARGV[11]) do
   local uid = ARGV[at]
   local m = tonumber(ARGV[at + 1])
@@ -304,6 +320,9 @@ if head[1] then
 end
 local below = '(' .. string.format('%d', first)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', below)
+-- publisher ids: one retention window below the first entry (Retention.ids_kept_from)
+local window = math.max(maxlen, last - first + 1, min_id_window)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%d', first - window))
 local users = string.sub(KEYS[1], 1, -4) .. 'users'
 local ttl = tonumber(ARGV[4])
 local written = #touched
@@ -436,6 +455,7 @@ class RedisStore:
         self.stream_key = f"{tag}:stream"
         self.broadcast_key = f"{tag}:bcast"
         self.user_key_prefix = f"{tag}:u:"
+        self.ids_key = f"{tag}:ids"
         self.open_key = f"{tag}:open"
         if index_ttl is None and max_age is not None:
             index_ttl = int(max_age) + 1
@@ -575,7 +595,11 @@ class RedisStore:
             for ev in req.events:
                 seq = seqs[at]
                 at += 1
-                out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, ev.uids or None, now))
+                out.append(
+                    StoredEvent(
+                        seq, format_id(epoch, seq), ev.event, ev.data, ev.uids or None, now, ev.publisher_id
+                    )
+                )
             if not req.future.done():
                 req.future.set_result(out)
 
@@ -605,6 +629,9 @@ class RedisStore:
             len(call.new),
             len(call.groups),
         ]
+        # A call without publisher ids sends what it sent before they existed.
+        with_ids = any(events[k].publisher_id is not None for k in call.new)
+        args.append(4 if with_ids else 3)
         encoded = {} if encoded is None else encoded
         for k in call.new:
             ev = events[k]
@@ -618,12 +645,21 @@ class RedisStore:
                 args.append(text)
             else:
                 args.append("")
+            if with_ids:
+                args.append(ev.publisher_id or "")  # never empty when given: event.publisher_id_rule
         offset = {k: -j for j, k in enumerate(call.new)}  # an event this call adds: by its place
         for uid, block in call.groups:
             args.append(uid)
             args.append(len(block))
             args.extend(offset[k] if k in offset else seqs[k] for k in block)
-        keys = [self.seq_key, self.stream_key, self.broadcast_key, self.epoch_key, self.open_key]
+        keys = [
+            self.seq_key,
+            self.stream_key,
+            self.broadcast_key,
+            self.epoch_key,
+            self.ids_key,
+            self.open_key,
+        ]
         try:
             result = await self._save_script(keys=keys, args=args)
         except _UNAVAILABLE as exc:
@@ -748,6 +784,7 @@ class RedisStore:
             f["d"],
             None if uids is None else tuple(orjson.loads(uids)),
             float(f["t"]),
+            f.get("i"),
         )
 
     @_fails_as_unavailable
@@ -761,6 +798,11 @@ class RedisStore:
     async def last_seq(self) -> int:
         value = await self._redis.get(self.seq_key)
         return int(value) if value is not None else 0
+
+    @_fails_as_unavailable
+    async def seq_of_publisher_id(self, publisher_id: str) -> int | None:
+        score = await self._redis.zscore(self.ids_key, publisher_id)
+        return None if score is None else int(score)
 
 
 __all__ = ["DEFAULT_MAX_EVENTS", "RedisStore"]

@@ -24,13 +24,23 @@ committed event still survives kill -9 of the process (the WAL is in the OS
 page cache the moment the commit returns) but the last commits may be lost if
 the machine itself goes down.
 
-Schema::
+Schema (version 1, in ``PRAGMA user_version``)::
 
     meta(key PRIMARY KEY, value)          -- 'epoch' (written once), 'last_seq'
     events(seq INTEGER PRIMARY KEY, event, data, created REAL,
-           uids)                          -- uids: JSON array, NULL = broadcast
+           uids,                          -- uids: JSON array, NULL = broadcast
+           publisher_id)                  -- the publisher's own id, NULL = none
     recipients(seq, uid) PRIMARY KEY (seq, uid), INDEX (uid, seq)
     INDEX events_broadcast ON events(seq) WHERE uids IS NULL
+    publisher_ids(id PRIMARY KEY, seq)    -- id -> seq of the latest event saved with it
+    INDEX publisher_ids_seq ON publisher_ids(seq)
+
+A file of version 0 (before publisher ids were kept) is migrated when it is
+opened: ``ALTER TABLE events ADD COLUMN publisher_id`` (no rewrite of the
+rows) and the new table, in the opening transaction; its events keep working,
+with no publisher id.  ``publisher_ids`` is pruned with the events, one
+retention window later (see ``Retention.ids_kept_from``).  A file of a newer
+version than this code knows is refused.
 
 ``last_seq`` is kept in ``meta`` so that seqs are never reused even after
 retention removed every row.  Deleting the file (with its ``-wal``/``-shm``)
@@ -83,6 +93,9 @@ FOREIGN_WRITE_WARNING_INTERVAL = 60.0
 
 logger = logging.getLogger(__name__)
 
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the files this code writes (0: before publisher ids)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -90,7 +103,8 @@ CREATE TABLE IF NOT EXISTS events (
     event TEXT NOT NULL,
     data TEXT NOT NULL,
     created REAL NOT NULL,
-    uids TEXT
+    uids TEXT,
+    publisher_id TEXT
 );
 CREATE INDEX IF NOT EXISTS events_broadcast ON events(seq) WHERE uids IS NULL;
 CREATE TABLE IF NOT EXISTS recipients (
@@ -99,7 +113,19 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (seq, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipients_uid ON recipients(uid, seq);
+CREATE TABLE IF NOT EXISTS publisher_ids (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS publisher_ids_seq ON publisher_ids(seq);
 """
+
+_INSERT_WITH_ID = (
+    "INSERT INTO events(seq, event, data, created, uids, publisher_id) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INDEX_ID = (
+    "INSERT INTO publisher_ids(id, seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq"
+)
 
 # The history's bounds as the file holds them.  One sub-select per value, so that
 # each min/max is a single step down the seq index (min and max in one SELECT
@@ -118,7 +144,7 @@ the JSON1 extension that most builds before it include)."""
 # Each branch is limited before the union, so a page costs O(limit) index
 # steps whatever the size of the history or of other users' traffic.
 _LIST_ALL = """
-SELECT seq, event, data, created, uids FROM events WHERE seq IN (
+SELECT seq, event, data, created, uids, publisher_id FROM events WHERE seq IN (
     SELECT seq FROM (SELECT seq FROM recipients WHERE uid = :uid AND seq > :after
                      ORDER BY seq LIMIT :limit)
     UNION ALL
@@ -128,7 +154,7 @@ SELECT seq, event, data, created, uids FROM events WHERE seq IN (
 """
 
 _LIST_TYPE = """
-SELECT seq, event, data, created, uids FROM events WHERE seq IN (
+SELECT seq, event, data, created, uids, publisher_id FROM events WHERE seq IN (
     SELECT seq FROM (SELECT r.seq FROM recipients r JOIN events e ON e.seq = r.seq
                      WHERE r.uid = :uid AND r.seq > :after AND e.event = :type
                      ORDER BY r.seq LIMIT :limit)
@@ -196,6 +222,8 @@ class SQLiteStore:
         self._first_seq = 1
         self._last_created = 0.0
         self._written_seq = 0  # the file's last seq as this process last left it (at open or a commit)
+        # Whether publisher_ids may have rows to prune: a file that never had any pays nothing for them.
+        self._may_hold_ids = True
         self._foreign_writes = 0  # commits that found another process's writes since the last warning
         self._warned_at: float | None = None
         self.commits = 0
@@ -297,18 +325,33 @@ class SQLiteStore:
                 "or a build with the JSON1 extension"
             ) from None
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        self._migrate(conn)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (new_epoch(),))
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', '0')")
         [(epoch,)] = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchall()
         self._epoch = epoch
+        self._may_hold_ids = conn.execute("SELECT 1 FROM publisher_ids LIMIT 1").fetchone() is not None
         last, first, newest = self._file_state(conn)
         self._last_seq = self._written_seq = last
         self._last_created = newest
         self._first_seq = self._prune(conn, first, last, max(self._clock(), newest))
         conn.execute("COMMIT")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION` (inside the opening transaction)."""
+        [(version,)] = conn.execute("PRAGMA user_version").fetchall()
+        if version > SCHEMA_VERSION:
+            raise sqlite3.OperationalError(
+                f"schema version {version} is newer than this sse_fast knows ({SCHEMA_VERSION})"
+            )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if columns and "publisher_id" not in columns:  # a version 0 file
+            conn.execute("ALTER TABLE events ADD COLUMN publisher_id TEXT")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        if version != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
     def _file_state(conn: sqlite3.Connection) -> tuple[int, int, float]:
@@ -354,32 +397,44 @@ class SQLiteStore:
             file_last, file_first, newest = self._file_state(conn)
             if file_last != self._written_seq:
                 self._foreign_write(file_last)
+                self._may_hold_ids = True  # the other process may have saved publisher ids
             seq = max(file_last, self._written_seq)  # never hand out an id twice, whatever the file says
             # never backwards, across processes too: age pruning stops at the first row it keeps
             now = max(self._clock(), newest, self._last_created)
             rows: list[tuple[int, str, str, float, str | None]] = []
             recipients: list[tuple[int, str]] = []  # (seq, the uids as a JSON array)
             texts: dict[int, str] = {}  # the JSON of each tuple of uids, by identity: a push shares one
+            with_ids: list[tuple[int, str, str, float, str | None, str]] = []
             for req in batch:
                 out: list[StoredEvent] = []
                 for ev in req.events:
                     seq += 1
                     uids = ev.uids or None
+                    pid = ev.publisher_id
                     encoded = None
                     if uids is not None:
                         encoded = texts.get(id(uids))
                         if encoded is None:
                             encoded = texts[id(uids)] = orjson.dumps(uids).decode()
                         recipients.append((seq, encoded))
-                    rows.append((seq, ev.event, ev.data, now, encoded))
-                    out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now))
+                    if pid is None:
+                        rows.append((seq, ev.event, ev.data, now, encoded))
+                    else:
+                        with_ids.append((seq, ev.event, ev.data, now, encoded, pid))
+                    out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now, pid))
                 results.append(out)
+            # Events without a publisher id are written as before ids existed: they cost what they did.
             conn.executemany(
                 "INSERT INTO events(seq, event, data, created, uids) VALUES (?, ?, ?, ?, ?)", rows
             )
             # One statement per event, its recipients expanded inside SQLite: no Python object
             # per recipient, and the GIL released for all of them (the loop runs meanwhile).
             conn.executemany(_INSERT_RECIPIENTS, recipients)
+            if with_ids:
+                conn.executemany(_INSERT_WITH_ID, with_ids)
+                # in seq order: the latest event with an id wins
+                conn.executemany(_INDEX_ID, [(row[5], row[0]) for row in with_ids])
+                self._may_hold_ids = True
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
             first = self._prune(conn, file_first, seq, now)
             conn.execute("COMMIT")
@@ -431,6 +486,10 @@ class SQLiteStore:
         if cut > first:
             conn.execute("DELETE FROM events WHERE seq < ?", (cut,))
             conn.execute("DELETE FROM recipients WHERE seq < ?", (cut,))
+            if self._may_hold_ids:
+                conn.execute(
+                    "DELETE FROM publisher_ids WHERE seq < ?", (self._retention.ids_kept_from(cut, last),)
+                )
             return cut
         return first
 
@@ -489,8 +548,9 @@ class SQLiteStore:
                 data,
                 None if uids is None else tuple(orjson.loads(uids)),
                 created,
+                publisher_id,
             )
-            for seq, event, data, created, uids in rows
+            for seq, event, data, created, uids, publisher_id in rows
         ]
 
     # first_seq/last_seq read the file (another process may have written or
@@ -514,3 +574,14 @@ class SQLiteStore:
     def _read_bounds(self) -> tuple[int, int]:
         last, first, _ = self._file_state(self._reader())
         return first, last
+
+    async def seq_of_publisher_id(self, publisher_id: str) -> int | None:
+        pool = self._pool
+        if pool is None:
+            raise StoreClosedError("SQLiteStore: seq_of_publisher_id before open() or after close()")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, self._read_publisher_id, publisher_id)
+
+    def _read_publisher_id(self, publisher_id: str) -> int | None:
+        row = self._reader().execute("SELECT seq FROM publisher_ids WHERE id = ?", (publisher_id,)).fetchone()
+        return None if row is None else int(row[0])

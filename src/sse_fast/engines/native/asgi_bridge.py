@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from ...request import decode_path
+from .date_header import date_header
 from .wire import CONTINUE, LAST_CHUNK, Headers, chunk, encode_head, has_header, header_value
 
 logger = logging.getLogger("sse_fast.native")
@@ -212,19 +213,34 @@ class ASGICycle:
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _head(self, body: bytes, more: bool) -> bytes:
+        """The response head: the body's framing, ``Date`` and what becomes of the connection.
+
+        An HTTP/1.0 client keeps a connection only when the answer says
+        ``Connection: keep-alive`` (and its length is known); without that
+        it would wait for a close that the server, keeping the connection,
+        never makes.  An app's ``Connection: close`` is obeyed.
+        """
         headers = self._headers_out
         length = header_value(headers, b"content-length")
+        version = self.scope["http_version"]
         if length is None:
             if not more:
                 headers.append((b"content-length", str(len(body)).encode()))
-            elif self.scope["http_version"] == "1.1":
+            elif version == "1.1":
                 headers.append((b"transfer-encoding", b"chunked"))
                 self._chunked = True
             else:
                 self.keep_alive = False  # HTTP/1.0: the body ends with the connection
-        if not self.keep_alive and not has_header(headers, b"connection"):
-            headers.append((b"connection", b"close"))
-        return encode_head(self._status, headers)
+        connection = header_value(headers, b"connection")
+        if connection is not None and connection.lower() == b"close":
+            self.keep_alive = False
+        elif connection is None:
+            if not self.keep_alive:
+                headers.append((b"connection", b"close"))
+            elif version == "1.0":
+                headers.append((b"connection", b"keep-alive"))
+        date = None if has_header(headers, b"date") else date_header()
+        return encode_head(self._status, headers, date)
 
 
 def http_scope(

@@ -23,6 +23,7 @@ from ...request import Request, decode_path
 from ...responses import Response
 from ...routes import SUBSCRIBE
 from .asgi_bridge import ASGICycle, http_scope
+from .date_header import date_header
 from .limits import Limits
 from .stream import NativeSink
 from .wire import encode_head
@@ -35,13 +36,18 @@ class HeadTooLarge(Exception):
 
 
 class SubscribeRequest:
-    """A ``GET /events`` waiting for its turn (HTTP/1.0 clients get a close-delimited stream)."""
+    """A ``GET /events`` waiting for its turn (HTTP/1.0 clients get a close-delimited stream).
 
-    __slots__ = ("chunked", "request")
+    ``keep_alive`` matters only when it is refused: the error answer may
+    leave the connection open for the next request.
+    """
 
-    def __init__(self, request: Request, chunked: bool) -> None:
+    __slots__ = ("chunked", "keep_alive", "request")
+
+    def __init__(self, request: Request, chunked: bool, keep_alive: bool) -> None:
         self.request = request
         self.chunked = chunked
+        self.keep_alive = keep_alive
 
 
 class ConnectionHost(Protocol):
@@ -204,7 +210,7 @@ class HTTPConnection(asyncio.Protocol):
         path = decode_path(raw_path)
         route = self.server.app.route_table.find(method, path)
         if route is not None and route.name == SUBSCRIBE:  # streamed here, without the ASGI bridge
-            item = SubscribeRequest(Request(method, path, query, headers), version == "1.1")
+            item = SubscribeRequest(Request(method, path, query, headers), version == "1.1", keep_alive)
         else:
             expect = any(k == b"expect" and v.lower() == b"100-continue" for k, v in headers)
             scope = http_scope(method, raw_path, query, headers, version, transport, self.server.state)
@@ -275,7 +281,7 @@ class HTTPConnection(asyncio.Protocol):
             headers = endpoints.stream_headers(request)
             headers = [*headers, (b"transfer-encoding", b"chunked")] if chunked else list(headers)
             headers.append((b"connection", b"close"))
-            sink = NativeSink(hub, transport, encode_head(200, headers), chunked)
+            sink = NativeSink(hub, transport, encode_head(200, headers, date_header()), chunked)
             sub = endpoints.open_subscription(wanted, sink)
         except HTTPError as exc:
             self._answer(item, endpoints.error(request, exc))
@@ -304,14 +310,19 @@ class HTTPConnection(asyncio.Protocol):
             sink.start(sub)
 
     def _answer(self, item: SubscribeRequest, response: Response) -> None:
-        """A complete response to a subscribe request (an error), then the next request."""
+        """A complete response to a subscribe request (an error), then the next request or a close."""
         transport = self.transport
         self.active = None
         if transport is None:
             return
+        keep_alive = item.keep_alive and self.cycle is not item and not self.server.stopping
         headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
-        transport.write(encode_head(response.status, headers) + response.body)
-        if self.cycle is item or self.server.stopping:
+        if not keep_alive:
+            headers.append((b"connection", b"close"))
+        elif not item.chunked:  # HTTP/1.0 keeps the connection only when told so
+            headers.append((b"connection", b"keep-alive"))
+        transport.write(encode_head(response.status, headers, date_header()) + response.body)
+        if not keep_alive:
             self._stop_parsing()
             transport.close()
             return
@@ -333,7 +344,7 @@ class HTTPConnection(asyncio.Protocol):
                 (b"content-length", str(len(response.body)).encode()),
                 (b"connection", b"close"),
             ]
-            transport.write(encode_head(status, headers) + response.body)
+            transport.write(encode_head(status, headers, date_header()) + response.body)
         transport.close()
 
     def close_idle(self) -> None:

@@ -14,6 +14,8 @@ class Limits:
     ``header_timeout`` is how long a client may take to finish its request
     headers (a client trickling bytes, "slowloris", is closed after it);
     ``keepalive_timeout`` how long an idle keep-alive connection is kept.
+    A request body's deadline (``--body-timeout``) is the ASGI app's
+    (``SSEApp._read_body``), the same on both engines.
     """
 
     max_head: int = 32 * 1024

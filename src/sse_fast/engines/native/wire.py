@@ -33,9 +33,11 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def encode_head(status: int, headers: Headers) -> bytes:
-    """Status line and headers, ending with the blank line."""
+def encode_head(status: int, headers: Headers, date: bytes | None = None) -> bytes:
+    """Status line, ``Date`` (when given) and headers, ending with the blank line."""
     parts = [status_line(status)]
+    if date is not None:
+        parts += (b"date: ", date, b"\r\n")
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
