@@ -212,7 +212,9 @@ def test_drain_waits_for_unicasts_too() -> None:
 def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, steps: int) -> None:
     """Pushes, joins, leaves and resumes mid-pass, with a store that suspends at random points:
     each user still gets exactly its events, once, in order, each with the id it went live with.
-    Half the pushes carry a publisher id of their own, so resumes start from those too."""
+    Half the pushes carry publisher ids of their own, so resumes start from those too.  Some
+    pushes go to hundreds of users (the three among them), one to three events each: more than
+    a slice places, so they are placed over several slices while the others wait behind them."""
 
     async def main() -> None:
         rng = random.Random(seed)
@@ -235,15 +237,26 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
                     last_id[uid] = conn.parser.last_event_id
                 conn.events = []
 
-        pushes: list[tuple[asyncio.Future[list[str]], str, list[str], str | None]] = []
+        offline = [f"gone{k}" for k in range(300)]
+        pushes: list[tuple[asyncio.Future[list[str]], list[str], list[str], list[str | None]]] = []
         for n in range(steps):
             action = rng.random()
             uid = rng.choice(users)
             if action < 0.55:
-                targets = None if rng.random() < 0.5 else rng.sample(users, rng.randint(1, 2))
-                pid = f"pub:{n}" if rng.random() < 0.5 else None
-                task = asyncio.ensure_future(hub.push(Event("e", n, id=pid), targets))
-                pushes.append((task, str(n), targets or users, pid))
+                kind = rng.random()
+                targets: list[str] | None = None
+                if kind < 0.35:
+                    targets = rng.sample(users, rng.randint(1, 2))
+                elif kind < 0.7:  # a big push: its users anywhere in a long list
+                    targets = offline[:]
+                    for u in rng.sample(users, rng.randint(1, 3)):
+                        targets.insert(rng.randint(0, len(targets)), u)
+                datas = [str(n * 10 + k) for k in range(rng.randint(1, 3))]
+                with_pid = rng.random() < 0.5
+                pids: list[str | None] = [f"pub:{d}" if with_pid else None for d in datas]
+                batch = [Event("e", int(d), id=pid) for d, pid in zip(datas, pids, strict=True)]
+                task = asyncio.ensure_future(hub.push(batch, targets))
+                pushes.append((task, datas, [u for u in targets or users if u in users], pids))
                 tasks.append(task)
             elif action < 0.75 and (conn := live[uid]) is not None and conn.sub is not None:
                 harvest(uid)
@@ -258,17 +271,18 @@ def test_seam_property_with_passes_in_slices(slice_seconds: float, seed: int, st
         await asyncio.gather(*tasks, return_exceptions=True)
         # Concurrent pushes are numbered in the order the store took them, and
         # delivered in that order: expect them by id, not by when they were made.
-        by_seq: list[tuple[int, str, list[str], str]] = []
-        for pushed, data, targets, pid in pushes:
+        by_seq: list[tuple[int, list[tuple[str, str]], list[str]]] = []
+        for pushed, datas, targets, pids in pushes:
             if pushed.exception() is None:
-                [server_id] = pushed.result()
-                seq = int(server_id.rpartition("-")[2])
-                by_seq.append((seq, data, targets, server_id if pid is None else pid))
+                server_ids = pushed.result()
+                seq = int(server_ids[0].rpartition("-")[2])
+                wire_ids = [s if p is None else p for s, p in zip(server_ids, pids, strict=True)]
+                by_seq.append((seq, list(zip(datas, wire_ids, strict=True)), targets))
             else:  # refused as overloaded: nothing of it may arrive
                 assert isinstance(pushed.exception(), HubOverloadedError)
-        for _, data, targets, wire_id in sorted(by_seq):
+        for _, sent, targets in sorted(by_seq):
             for u in targets:
-                expected[u].append((data, wire_id))
+                expected[u] += sent
         await hub.drain()
         for uid in users:  # everyone reconnects at the end and catches up from the store
             if live[uid] is not None:

@@ -31,6 +31,7 @@ CONFIGS: dict[str, Callable[[], ServeConfig]] = {
     "token-and-jwt": lambda: ServeConfig(store=None, push_token="t0ken", jwt_secret="s3cret"),
     "no-dashboard": lambda: ServeConfig(store=None, dashboard=False),
     "max-body": lambda: ServeConfig(store=None, max_body=5000),
+    "max-recipients": lambda: ServeConfig(store=None, max_recipients=700),
 }
 
 
@@ -175,6 +176,11 @@ def test_the_body_limit_and_its_answers_are_stated() -> None:
     assert push["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PushRequest"
     }
+
+
+def test_the_recipient_limit_is_stated_with_its_413() -> None:
+    push = operation(document(ServeConfig(store=None, max_recipients=700)), "POST", "/push")
+    assert "over --max-recipients 700" in push["responses"]["413"]["description"]
 
 
 def test_the_mount_point_is_the_server_url() -> None:

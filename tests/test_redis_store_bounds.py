@@ -1,5 +1,11 @@
 """RedisStore: the per-user indexes stay bounded by retention, and a resume reads its indexes atomically.
 
+A save of many recipients goes in script calls of bounded work (one call of
+100,000 recipients blocked Redis for seconds).  While such a save is under
+way its first call has marked it open: every reader, this process's or
+another's, stops below it, so a resume never sees some of its recipients'
+index entries without the others, nor anything saved after it.
+
 These tests use db 14 with a key prefix of their own (``SSE_FAST_TEST_REDIS_URL``
 overrides the URL) and delete their keys afterwards; db 14 is never flushed, so
 they may run next to other suites.  When Redis is unreachable they fail if
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -21,6 +28,7 @@ import redis.asyncio as aioredis
 
 from conftest import reachable_redis
 from sse_fast.stores import MIN_ID_WINDOW, NewEvent, RedisStore, StoredEvent
+from sse_fast.stores.redis import plan_calls
 from test_stores import FakeClock, run
 
 REDIS_URL = os.environ.get("SSE_FAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -355,3 +363,118 @@ def test_list_after_reads_both_indexes_atomically(redis_url: str, prefix: str) -
             await proxy.stop()
 
     run(body())
+
+
+# ------------------------------------------------------------- large saves
+
+
+def to(uids: int, n: int = 0) -> NewEvent:
+    return NewEvent("big", f'{{"n":{n}}}', tuple(f"u{k}" for k in range(uids)))
+
+
+class CallLog:
+    """Wraps a store's script: counts the calls, and can hold the save after a given call."""
+
+    def __init__(self, store: RedisStore, hold_after: int | None = None) -> None:
+        self.calls = 0
+        self.hold_after = hold_after
+        self.holding = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self._script = store._save_script
+        store._save_script = self  # type: ignore[assignment]
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        result = await self._script(**kwargs)
+        self.calls += 1
+        if self.calls == self.hold_after:
+            self.holding.set()
+            await self.go_on.wait()
+        return result
+
+
+def test_a_large_save_goes_in_several_bounded_calls(redis_url: str, prefix: str) -> None:
+    async def body() -> None:
+        store = RedisStore(redis_url, key_prefix=prefix)
+        store.call_budget = 64
+        await store.open()
+        log = CallLog(store)
+        [saved] = await store.save([to(500)])
+        assert log.calls >= 500 * 3 // 64  # each uid's index entry and its upkeep: ~3 units
+        for uid in ("u0", "u250", "u499"):
+            assert [e.seq for e in await store.list_after(uid, 0)] == [saved.seq]
+        assert await store.list_after("u500", 0) == []
+        admin = redis.Redis.from_url(redis_url)
+        try:
+            assert admin.zcard(store.open_key) == 0  # the last call closed it
+        finally:
+            admin.close()
+        await store.close()
+
+    run(body())
+
+
+def test_a_save_under_way_is_seen_by_no_reader_nor_what_came_after_it(redis_url: str, prefix: str) -> None:
+    async def body() -> None:
+        writer = RedisStore(redis_url, key_prefix=prefix)
+        other = RedisStore(redis_url, key_prefix=prefix)  # another process on the same history
+        writer.call_budget = 64
+        await writer.open()
+        await other.open()
+        [before] = await writer.save([NewEvent("small", "0", ("u0", "u2", "u399"))])
+        log = CallLog(writer, hold_after=2)
+        saving = asyncio.ensure_future(writer.save([to(400, 1), to(400, 2)]))
+        await asyncio.wait_for(log.holding.wait(), 10)
+        [broadcast] = await other.save([NewEvent("all", "3")])  # lands between the calls
+        for reader in (writer, other):
+            for uid in ("u0", "u2", "u399"):  # written by the first calls, or not yet
+                assert [e.seq for e in await reader.list_after(uid, 0)] == [before.seq]
+        log.go_on.set()
+        saved = await saving
+        assert log.calls > 2
+        for reader in (writer, other):
+            for uid in ("u0", "u2", "u399"):
+                got = [e.seq for e in await reader.list_after(uid, 0)]
+                assert got == [before.seq, saved[0].seq, saved[1].seq, broadcast.seq]
+        await writer.close()
+        await other.close()
+
+    run(body())
+
+
+def test_a_writer_that_stopped_midway_holds_readers_back_only_until_its_deadline(
+    redis_url: str, prefix: str
+) -> None:
+    async def body() -> None:
+        store = RedisStore(redis_url, key_prefix=prefix)
+        await store.open()
+        first, second = await store.save([to(1, 1), to(1, 2)])
+        admin = redis.Redis.from_url(redis_url)
+        try:
+            now_ms = time.time() * 1000
+            admin.zadd(store.open_key, {str(second.seq): now_ms + 60_000})  # a writer still at it
+            assert [e.seq for e in await store.list_after("u0", 0)] == [first.seq]
+            admin.zadd(store.open_key, {str(second.seq): now_ms - 1})  # gone past its deadline
+            assert [e.seq for e in await store.list_after("u0", 0)] == [first.seq, second.seq]
+            await store.save([to(1, 3)])
+            assert admin.zcard(store.open_key) == 0  # the next save cleared it
+        finally:
+            admin.close()
+        await store.close()
+
+    run(body())
+
+
+@pytest.mark.parametrize(("events", "uids"), [(1, 1000), (10, 100), (300, 3), (200, 0), (3, 1)])
+def test_a_plan_covers_every_recipient_once_within_the_budget_in_order(events: int, uids: int) -> None:
+    budget = 64
+    batch = [NewEvent("e", str(n), tuple(f"u{k}" for k in range(uids)) or None) for n in range(events)]
+    added: set[int] = set()
+    pairs: list[tuple[str, int]] = []
+    for call in plan_calls(batch, budget):
+        assert call.cost <= budget or (len(call.new) + len(call.groups) == 1)
+        added.update(call.new)
+        for uid, block in call.groups:
+            assert set(block) <= added  # an event's entry is added before its index entries
+            pairs += [(uid, k) for k in block]
+    assert added == set(range(events))
+    assert sorted(pairs) == sorted((f"u{k}", n) for n in range(events) for k in range(uids))

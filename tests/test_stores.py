@@ -247,6 +247,27 @@ def test_recipient_filter(backend: Backend) -> None:
     run(body())
 
 
+def test_a_push_to_thousands_of_users_reaches_each_of_them_in_the_history(backend: Backend) -> None:
+    """Every recipient of a large push, odd uids included (quotes, backslashes, non-ASCII: the
+    SQLite store expands them from JSON, Redis takes them in several script calls), finds it."""
+
+    async def body() -> None:
+        store = await opened(backend.new())
+        odd = ('qu"ote', "back\\slash", "ünï", "😀", "tab\tbed", "a,b", "[x]")
+        uids = (*odd, *(f"u{n}" for n in range(5000)))
+        first, second = await store.save([ev("big-1", uids), ev("big-2", uids)])
+        [other] = await store.save([ev("small", ("u1",))])
+        for uid in (*odd, "u0", "u4999"):
+            listed = await store.list_after(uid, 0)
+            assert [(e.seq, e.data) for e in listed] == [(first.seq, "big-1"), (second.seq, "big-2")], uid
+            assert listed[0].uids == uids
+        assert [e.seq for e in await store.list_after("u1", 0)] == [first.seq, second.seq, other.seq]
+        assert await store.list_after("u5000", 0) == []
+        await store.close()
+
+    run(body())
+
+
 def test_event_type_filter(backend: Backend) -> None:
     async def body() -> None:
         store = await opened(backend.new())

@@ -17,6 +17,9 @@ from typing import Any
 DEFAULT_STORE = "sqlite:///sse_fast.db"
 DEFAULT_MAX_BODY = 1024 * 1024
 """Largest ``POST /push`` body in bytes, for the server and the library alike."""
+DEFAULT_MAX_RECIPIENTS = 100_000
+"""Most recipients (events x uids; a broadcast counts one per event) of one push, for the
+server and the library alike."""
 MAX_PUSH_EVENTS = 10_000
 """Most events one ``POST /push`` may carry."""
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -60,6 +63,10 @@ class ServeConfig:
     )
     max_connections: int = field(default=10_000, metadata=cli("subscriber limit"))
     max_body: int = field(default=DEFAULT_MAX_BODY, metadata=cli("largest /push body in bytes"))
+    max_recipients: int = field(
+        default=DEFAULT_MAX_RECIPIENTS,
+        metadata=cli("most recipients of one push: events x uids, a broadcast counting one per event (413)"),
+    )
     store: str | None = field(
         default=DEFAULT_STORE,
         metadata=cli(
@@ -151,6 +158,8 @@ class ServeConfig:
             raise ValueError("--fanout-write-pace: must be zero or a positive number of seconds")
         if self.max_body < 1:
             raise ValueError("--max-body: must be at least 1 byte")
+        if self.max_recipients < 1:
+            raise ValueError("--max-recipients: must be at least 1")
         if self.engine not in ENGINES:
             raise ValueError(f"--engine: one of {', '.join(ENGINES)}")
         if self.http not in HTTP_MODES:

@@ -20,7 +20,13 @@ from . import json_text
 from ._core import check_single_line
 from .auth import JWTAuth, UidResolver, check_push_token, query_uid
 from .config import DEFAULT_MAX_BODY, MAX_PUSH_EVENTS
-from .errors import HTTPError, HubOverloadedError, InvalidEventError, SSEFastError
+from .errors import (
+    HTTPError,
+    HubOverloadedError,
+    InvalidEventError,
+    SSEFastError,
+    TooManyRecipientsError,
+)
 from .event import Event
 from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
@@ -153,10 +159,16 @@ class Endpoints:
         return HTTPError(413, f"body: larger than {self.max_body} bytes")
 
     async def push(self, request: Request, body: bytes) -> Response:
-        """Decode ``{"uids": [...], "events": [...]}`` and push it; nothing is sent on any error."""
-        events, uids = decode_push(body)
+        """Decode ``{"uids": [...], "events": [...]}`` and push it; nothing is sent on any error.
+
+        A push over the hub's ``max_recipients`` is refused with 413 as soon
+        as the lengths of its lists are known, before its events are built.
+        """
+        events, uids = decode_push(body, self.hub.max_recipients)
         try:
             ids = await self.hub.push(events, uids)
+        except TooManyRecipientsError as exc:
+            raise too_many_recipients(exc.recipients, exc.limit) from None
         except HubClosedError:
             raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
         except HubOverloadedError:
@@ -219,6 +231,7 @@ class Endpoints:
             subscribers=subscribers,
             max_body=self.max_body,
             root_path=root_path,
+            max_recipients=self.hub.max_recipients,
         )
 
 
@@ -235,8 +248,13 @@ def _event_type_filter(raw: bytes) -> str:
     return event_type
 
 
-def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
-    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise.
+def too_many_recipients(recipients: int, limit: int) -> HTTPError:
+    return HTTPError(413, f"push: {recipients} recipients (events x uids) is over --max-recipients {limit}")
+
+
+def decode_push(body: bytes, max_recipients: int | None = None) -> tuple[list[Event], list[Any] | None]:
+    """The push API's JSON body as events and uids; HTTPError 400 naming the field otherwise,
+    413 when it has more than ``max_recipients`` (events x uids; a broadcast one per event).
 
     Integers beyond 64 bits are decoded exactly (:func:`sse_fast.json_text.loads`).
     """
@@ -259,6 +277,9 @@ def decode_push(body: bytes) -> tuple[list[Event], list[Any] | None]:
     uids = payload.get("uids")
     if uids is not None and not isinstance(uids, list):
         raise HTTPError(400, "uids: must be a list of strings")
+    recipients = len(raw_events) * (len(uids) if uids else 1)
+    if max_recipients is not None and recipients > max_recipients:
+        raise too_many_recipients(recipients, max_recipients)
     try:
         events = [Event.from_json(obj, i) for i, obj in enumerate(raw_events)]
     except InvalidEventError as exc:

@@ -61,6 +61,19 @@ class EmptyPushError(SSEFastError, ValueError):
         super().__init__("events: must contain at least one event")
 
 
+class TooManyRecipientsError(SSEFastError, ValueError):
+    """A push addresses more recipients than the hub's ``max_recipients``; nothing was accepted.
+
+    Recipients are events x uids as given (a broadcast counts one per event):
+    the work a push makes the hub, the store and the fan-out do.
+    """
+
+    def __init__(self, recipients: int, limit: int) -> None:
+        super().__init__(f"push: {recipients} recipients (events x uids) is over max_recipients {limit}")
+        self.recipients = recipients
+        self.limit = limit
+
+
 class ClientError(SSEFastError):
     """Base class of the errors the SSE client reports (to ``on_error`` or to the caller)."""
 

@@ -6,7 +6,7 @@ delivers nothing; every error names the field and the rule that was broken.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,14 +80,33 @@ def validate_uids(uids: Iterable[Any] | None) -> tuple[str, ...] | None:
         return None
     if isinstance(uids, (str, bytes)):
         raise InvalidEventError("uids", "must be a list of strings, not a single string")
-    out: dict[str, None] = {}
-    for i, uid in enumerate(uids):
+    named: dict[str, None] = {}
+    collect_uids(named, uids if isinstance(uids, (list, tuple)) else list(uids))
+    return tuple(named) or None
+
+
+def collect_uids(named: dict[str, None], uids: Sequence[Any], offset: int = 0) -> None:
+    """Check ``uids`` (elements ``offset``... of a push's list) and add them to ``named``.
+
+    A push may name 100,000 uids: the common case (all non-empty strings) is
+    checked with C-level passes, and only a list that breaks a rule is walked
+    in Python to name the first element that does.
+    """
+    try:
+        chunk = dict.fromkeys(uids)
+    except TypeError:  # an unhashable element: named below
+        pass
+    else:
+        types = set(map(type, chunk))
+        if (types <= {str} or all(issubclass(t, str) for t in types)) and "" not in chunk:
+            named.update(chunk)
+            return
+    for i, uid in enumerate(uids, offset):
         if not isinstance(uid, str):
             raise InvalidEventError(f"uids[{i}]", f"must be a string, not {type(uid).__name__}")
         if not uid:
             raise InvalidEventError(f"uids[{i}]", "must not be empty")
-        out[uid] = None
-    return tuple(out) or None
+        named[uid] = None
 
 
 def encode_body(event: Event, index: int = 0) -> tuple[str, bytes]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
 
-from .config import DEFAULT_MAX_BODY
+from .config import DEFAULT_MAX_BODY, DEFAULT_MAX_RECIPIENTS
 from .operations import HEADERS, JSON_MEDIA, SCHEMAS, Answer, Operation, Parameter, Schema
 from .routes import Route
 
@@ -104,13 +104,15 @@ class ApiSettings:
     ``push_token``: ``/push``, ``/stats`` and ``/metrics`` require it;
     ``subscribers``: ``uid`` (``?uid=``), ``jwt`` (``--jwt-secret``) or
     ``custom`` (an application's own resolver); ``root_path``: where the app
-    is mounted (the document's server URL).
+    is mounted (the document's server URL); ``max_recipients``: the most
+    recipients of one push (the hub's).
     """
 
     push_token: bool = False
     subscribers: SubscriberAuth = "uid"
     max_body: int = DEFAULT_MAX_BODY
     root_path: str = ""
+    max_recipients: int = DEFAULT_MAX_RECIPIENTS
 
 
 def openapi_document(routes: Iterable[Route], settings: ApiSettings) -> dict[str, Any]:
@@ -143,9 +145,16 @@ def _operation(route: Route, settings: ApiSettings) -> dict[str, Any]:
     answers = list(op.answers)
     security = _security(op, settings, parameters, answers)
     if op.body is not None:
+        too_large = f"`body: larger than {settings.max_body} bytes` (`--max-body`)"
+        if op.body == "PushRequest":
+            too_large += (
+                f"; or `push: N recipients (events x uids) is over --max-recipients "
+                f"{settings.max_recipients}`: more than {settings.max_recipients} events x uids, a "
+                "broadcast counting one per event (nothing accepted)"
+            )
         answers += [
             Answer(408, "the body did not arrive in time (`--body-timeout`)"),
-            Answer(413, f"`body: larger than {settings.max_body} bytes` (`--max-body`)"),
+            Answer(413, too_large),
         ]
     answers += [HEAD_TOO_LARGE, SERVER_FAULT]
     out: dict[str, Any] = {

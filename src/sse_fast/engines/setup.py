@@ -33,6 +33,7 @@ def build_hub(config: ServeConfig) -> Hub:
         store=store,
         heartbeat=config.heartbeat,
         max_connections=config.max_connections,
+        max_recipients=config.max_recipients,
         ring_frames=config.ring_frames,
         slice_seconds=config.fanout_slice,
         slice_visits=config.fanout_slice_visits,

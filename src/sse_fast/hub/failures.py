@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._core import FanoutRing
@@ -109,13 +109,29 @@ class DeliveryFailures:
             lost += 1
         return lost
 
+    def count(self, reason: str, failures: int) -> None:
+        """Count failed deliveries that no callback needs to hear of (there is none)."""
+        self._stats.failed += failures
+        self._stats.failed_by_reason[reason] += failures
+
+    def report_many(self, uid: str, events: Sequence[Event], reason: str) -> None:
+        """:meth:`report` for each of ``events``: the counters once, the callback per event."""
+        self.count(reason, len(events))
+        callback = self.on_push_failed
+        if callback is not None:
+            for event in events:
+                self._call(callback, uid, event, reason)
+
     def report(self, uid: str, event: Event, reason: str) -> None:
         """Count one failed delivery and tell ``on_push_failed``; its errors are logged, not raised."""
         self._stats.failed += 1
         self._stats.failed_by_reason[reason] += 1
         callback = self.on_push_failed
-        if callback is None:
-            return
+        if callback is not None:
+            self._call(callback, uid, event, reason)
+
+    def _call(self, callback: PushFailedCallback, uid: str, event: Event, reason: str) -> None:
+        """Run the callback; its errors are logged, a coroutine's task kept until it ends."""
         try:
             result = callback(uid, event, reason)
         except Exception:

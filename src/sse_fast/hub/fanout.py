@@ -20,6 +20,20 @@ slowest part of the round grows; past half the ring a broadcast is refused
 (:meth:`Fanout.overloaded`), instead of letting the ring overrun every
 subscriber at once.
 
+A push to some users is placed with their subscribers (their ``private``
+frames, or an ``offline`` report for a user without one) in slices too: a
+push of many recipients would otherwise hold the loop for as long as it takes
+to visit them all.  Pushes are placed, and broadcasts appended to the ring,
+strictly in the order they were accepted (their seq order): while one waits to
+be placed, those after it wait behind it, so no subscriber ever reads a frame
+before one pushed earlier, and the resend seam (by seq) stays exact.  A push
+of at most ``slice_visits`` recipients that finds nothing waiting is placed at
+once, as before.  Each slice first places what waits, then writes to the
+subscribers with private frames, then moves the round's hand, all within the
+slice's budget; the ``offline`` reports count against the visits when an
+``on_push_failed`` callback runs for each.  When more than ``max_pending``
+recipients wait to be placed, a push is refused (:meth:`Fanout.overloaded`).
+
 A transport that only queues a write for another thread to carry out
 (granian hands it to its Rust runtime) would let a slice queue writes faster
 than they leave, and everything that transport does after them — the answer
@@ -37,7 +51,10 @@ slice (:attr:`Fanout.now`), not once per write.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from time import perf_counter
 
 from .._core import FanoutRing
@@ -62,6 +79,37 @@ so the time budget alone would let one slice wake thousands of sends that
 then run back to back."""
 _CHECK_EVERY = 16
 """Visits between two looks at the clock: a look costs ~1 % of a write, a write ~8 µs."""
+_PLACE_CHECK = 64
+"""Recipients placed between two looks at the clock (a placement costs ~0.3 µs, a report as much)."""
+MAX_PENDING = 400_000
+"""Default most recipients waiting to be placed before a push is refused as overloaded."""
+
+Entry = tuple[int, bytes, Event, int]
+"""A private frame: the ring's head when it was placed, the frame, its event, its seq."""
+
+
+@dataclass(eq=False, slots=True)
+class PendingPush:
+    """An accepted push whose frames still have to reach where its subscribers read them.
+
+    ``targets`` is None for a broadcast (appended to the ring when its turn
+    comes).  A push to users is placed user by user, each user's events in
+    order; ``uid_at``/``event_at`` say how far it got.  ``joined`` is the
+    registry's count of subscriptions when the push was accepted: whoever
+    subscribed later was not a recipient.
+    """
+
+    frames: list[bytes]
+    events: list[Event]
+    seqs: list[int]
+    targets: tuple[str, ...] | None
+    joined: int
+    left: int
+    """Recipients (uid x event) not placed yet; the frames of a broadcast."""
+    nbytes: int
+    uid_at: int = 0
+    event_at: int = 0
+    entries: list[Entry] | None = None
 
 
 class Fanout:
@@ -83,6 +131,7 @@ class Fanout:
         slice_seconds: float = SLICE_SECONDS,
         slice_visits: int = SLICE_VISITS,
         write_pace: float = 0.0,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         if not slice_seconds > 0:
             raise ValueError("slice_seconds: must be a positive number of seconds")
@@ -99,13 +148,22 @@ class Fanout:
         self._stats = stats
         self._clock = clock
         self._remember = failures.remember
-        self._report = failures.report
+        self._report_many = failures.report_many
         self._fell_behind = failures.fell_behind
+        self._failures = failures
         self.slice_seconds = slice_seconds
         self.slice_visits = slice_visits
         self.write_pace = write_pace
+        self.max_pending = max_pending
         self._writes = 0  # writes made by the slice under way
         self._dirty: dict[Subscriber, None] = {}  # with private frames, since the last slice
+        self._dirty_backlog: list[Subscriber] = []  # taken from _dirty, not yet written to
+        self._dirty_at = 0
+        # Accepted pushes not yet placed, in seq order, and what they hold.
+        self._pending: deque[PendingPush] = deque()
+        self._pending_recipients = 0
+        self._pending_frames = 0  # of broadcasts
+        self._pending_bytes = 0
         self._slice_scheduled = False
         # The round: a snapshot of the subscribers, the hand's position in it,
         # and how many visits are still owed since the latest broadcast.
@@ -146,38 +204,127 @@ class Fanout:
         ids: Sequence[str | None],
         targets: tuple[str, ...] | None,
     ) -> None:
-        """Stamp each event with its id and record its frame for ``targets`` (everyone when None)."""
+        """Stamp each event with its id and record its frame for ``targets`` (everyone when None).
+
+        The frames reach the ring or the targets' subscribers at once when
+        nothing waits and the push is small; otherwise the push waits its turn
+        and is placed in slices (see the module docstring).
+        """
+        self._stats.events += len(batch)
+        frames: list[bytes] = []
+        stamped: list[Event] = []
+        for ev, (_, body), event_id in zip(batch, prepared, ids, strict=False):
+            wire_id = ev.id if ev.id is not None else event_id
+            frames.append(body if wire_id is None else b"id: " + wire_id.encode() + b"\n" + body)
+            stamped.append(Event(ev.event, ev.data, wire_id, raw=ev.raw))
+        if targets is None:
+            push = PendingPush(frames, stamped, seqs, None, 0, len(frames), sum(len(f) for f in frames))
+        else:
+            push = PendingPush(
+                frames, stamped, seqs, targets, self._registry.joins, len(frames) * len(targets), 0
+            )
+        if not self._pending and (targets is None or push.left <= self.slice_visits):
+            if targets is None:
+                self._append(push)
+            else:
+                self._place(push, math.inf, -1)
+        else:
+            self._pending.append(push)
+            if targets is None:
+                self._pending_frames += push.left
+                self._pending_bytes += push.nbytes
+            else:
+                self._pending_recipients += push.left
+        self._schedule_slice()
+
+    def _append(self, push: PendingPush) -> None:
+        """A broadcast's turn: its frames into the ring, and a round owed to everyone."""
+        ring = self._ring
+        remember = self._remember
+        head_before, bytes_before = ring.head, self._appended
+        for frame, event, seq in zip(push.frames, push.events, push.seqs, strict=True):
+            ring.append(frame, event.event, seq)
+            remember(event)
+        self._appended += push.nbytes
+        self._owe_round(head_before, bytes_before)
+
+    def _place(self, push: PendingPush, deadline: float, reports: int) -> tuple[bool, int]:
+        """Place ``push`` user by user until it is done or the budget is spent.
+
+        Returns whether it is done and the callbacks' budget left: ``reports``
+        (negative: no limit) is how many ``offline`` reports may still run a
+        callback in this slice.
+        """
+        targets = push.targets
+        assert targets is not None
         ring = self._ring
         by_uid = self._registry.by_uid
-        self._stats.events += len(batch)
-        head_before, bytes_before = ring.head, self._appended
-        for ev, (_, body), seq, event_id in zip(batch, prepared, seqs, ids, strict=False):
-            wire_id = ev.id if ev.id is not None else event_id
-            frame = body if wire_id is None else b"id: " + wire_id.encode() + b"\n" + body
-            stamped = Event(ev.event, ev.data, wire_id, raw=ev.raw)
-            if targets is None:
-                ring.append(frame, stamped.event, seq)
-                self._appended += len(frame)
-                self._remember(stamped)
+        dirty = self._dirty
+        max_frames = ring.max_frames
+        events = push.events
+        count = len(events)
+        entries = push.entries
+        if entries is None:  # at its turn nothing appends to the ring: the head is its position
+            head = ring.head
+            entries = push.entries = [
+                (head, frame, event, seq)
+                for frame, event, seq in zip(push.frames, events, push.seqs, strict=True)
+            ]
+        callbacks = self._failures.on_push_failed is not None
+        joined = push.joined
+        i, k = push.uid_at, push.event_at
+        placed = offline = 0
+        since_look = 0
+        n = len(targets)
+        while i < n:
+            uid = targets[i]
+            subs = by_uid.get(uid)
+            reached = False
+            if subs:
+                for sub in subs if len(subs) == 1 else list(subs):
+                    if sub.serial >= joined or sub.closed:
+                        continue  # subscribed after the push was accepted
+                    reached = True
+                    wanted = sub.event_type
+                    private = sub.private
+                    if private is None:
+                        private = sub.private = []
+                    if wanted is None:
+                        private.extend(entries[k:])
+                    else:
+                        private.extend(e for e in entries[k:] if e[2].event == wanted)
+                    if len(private) > max_frames:
+                        self._fell_behind(sub)
+                    else:
+                        dirty[sub] = None
+            if reached or not callbacks:
+                if not reached:
+                    offline += count - k  # counted at the end: no callback to run
+                placed += count - k
+                since_look += count - k
+                i, k = i + 1, 0
             else:
-                for uid in targets:
-                    subs = by_uid.get(uid)
-                    if not subs:
-                        self._report(uid, stamped, OFFLINE)
-                        continue
-                    for sub in subs:
-                        if sub.event_type is not None and sub.event_type != stamped.event:
-                            continue
-                        if sub.private is None:
-                            sub.private = []
-                        sub.private.append((ring.head, frame, stamped, seq))
-                        if len(sub.private) > ring.max_frames:
-                            self._fell_behind(sub)
-                        else:
-                            self._dirty[sub] = None
-        if targets is None:
-            self._owe_round(head_before, bytes_before)
-        self._schedule_slice()
+                end = count if reports < 0 else min(count, k + reports)
+                if reports >= 0:
+                    reports -= end - k
+                self._report_many(uid, events[k:end], OFFLINE)
+                placed += end - k
+                since_look += end - k
+                if end < count:
+                    k = end
+                    break
+                i, k = i + 1, 0
+                if reports == 0:
+                    break
+            if since_look >= _PLACE_CHECK:
+                since_look = 0
+                if perf_counter() >= deadline:
+                    break
+        if offline:
+            self._failures.count(OFFLINE, offline)
+        push.uid_at, push.event_at = i, k
+        push.left -= placed
+        return i >= n, reports
 
     def ready(self, sub: Subscriber) -> None:
         """The sink has handed off its last write: send what is pending, if anything."""
@@ -210,22 +357,39 @@ class Fanout:
         self._prev_round_head, self._round_head = self._round_head, self._ring.head
         self._prev_round_bytes, self._round_bytes = self._round_bytes, self._appended
 
-    def overloaded(self) -> bool:
-        """Whether broadcasts outrun the rounds: the backlog behind the slowest part of the
-        round passed half the ring (in frames or bytes), so another would risk overrunning
-        subscribers that are only waiting for their turn."""
-        if not self._owed:
+    def overloaded(self, broadcast: bool) -> bool:
+        """Whether the fan-out is too far behind to take another push.
+
+        Any push: more than ``max_pending`` recipients wait to be placed.  A
+        broadcast also when broadcasts outrun the rounds: the backlog behind
+        the slowest part of the round (and the broadcasts waiting their turn)
+        passed half the ring, in frames or bytes, so another would risk
+        overrunning subscribers that are only waiting for their turn.
+        """
+        if self._pending_recipients > self.max_pending:
+            return True
+        if not broadcast or not (self._owed or self._pending_frames):
             return False
         ring = self._ring
+        frames_from, bytes_from = ring.head, self._appended
+        if self._owed:
+            frames_from, bytes_from = self._prev_round_head, self._prev_round_bytes
         return (
-            ring.head - self._prev_round_head > ring.max_frames // 2
-            or self._appended - self._prev_round_bytes > ring.max_bytes // 2
+            ring.head + self._pending_frames - frames_from > ring.max_frames // 2
+            or self._appended + self._pending_bytes - bytes_from > ring.max_bytes // 2
         )
 
     @property
     def busy(self) -> bool:
-        """Visits or writes are still owed for what was pushed so far."""
-        return bool(self._owed or self._dirty or self._slice_scheduled)
+        """Placements, visits or writes are still owed for what was pushed so far."""
+        return bool(
+            self._pending or self._owed or self._dirty or self._dirty_backlog or self._slice_scheduled
+        )
+
+    def place_all(self) -> None:
+        """Place every push still waiting, now, whatever the budget (the hub closes, a history was lost)."""
+        while self._pending:
+            self._place_pending(math.inf, -1)
 
     async def drain(self) -> None:
         """Return once the visits owed for everything accepted so far are done.
@@ -255,19 +419,20 @@ class Fanout:
         loop.call_later(pause, self._slice)
 
     def _slice(self) -> None:
-        """One slice: the subscribers with private frames, then the round, until the budget is spent."""
+        """One slice: place what waits, write to the subscribers with private frames, then move the
+        round's hand, until the budget is spent."""
         self._slice_scheduled = False
         self._writes = 0
         self.tick()
         deadline = perf_counter() + self.slice_seconds
-        if self._dirty:
-            dirty, self._dirty = self._dirty, {}
-            for sub in dirty:
-                if not sub.busy and not sub.closed:  # dropped since: still listed here
-                    self.flush_one(sub)
+        most = self.slice_visits
+        if self._pending:
+            self._place_pending(deadline, most)
+        if self._dirty or self._dirty_backlog:
+            most -= self._flush_dirty(deadline, most // 2 if self._owed else most)
         if self._owed:
-            self._visit(deadline)
-        if self._owed or self._dirty:
+            self._visit(deadline, most)
+        if self._pending or self._owed or self._dirty or self._dirty_backlog:
             self._schedule_next_slice()  # the loop polls its sockets before it runs
         elif self._drained:
             waiters, self._drained = self._drained, []
@@ -275,8 +440,57 @@ class Fanout:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _visit(self, deadline: float) -> None:
-        """Move the hand until the visits owed are done or the slice's time is up.
+    def _place_pending(self, deadline: float, reports: int) -> None:
+        """Take the waiting pushes in order: broadcasts into the ring, the others placed, until the
+        time is up or (``reports`` >= 0) as many offline reports with a callback ran."""
+        pending = self._pending
+        while pending:
+            push = pending[0]
+            if push.targets is None:
+                self._append(push)
+                self._pending_frames -= push.left
+                self._pending_bytes -= push.nbytes
+            else:
+                before = push.left
+                done, reports = self._place(push, deadline, reports)
+                self._pending_recipients -= before - push.left
+                if not done:
+                    return
+            pending.popleft()
+            if perf_counter() >= deadline:
+                return
+
+    def _flush_dirty(self, deadline: float, most: int) -> int:
+        """Write to the subscribers that got private frames, at most ``most`` writes; returns the writes.
+
+        What is left waits for the next slice (a subscriber's later frames
+        join its write then)."""
+        backlog, at = self._dirty_backlog, self._dirty_at
+        if at >= len(backlog):
+            backlog, at = list(self._dirty), 0
+            self._dirty_backlog = backlog
+            self._dirty = {}
+        flush_one = self.flush_one
+        writes_before = self._writes
+        looked = 0
+        while at < len(backlog):
+            sub = backlog[at]
+            at += 1
+            if not sub.busy and not sub.closed:  # dropped since: still listed here
+                flush_one(sub)
+                if self._writes - writes_before >= most:
+                    break
+            looked += 1
+            if not looked % _CHECK_EVERY and perf_counter() >= deadline:
+                break
+        if at >= len(backlog):
+            self._dirty_backlog, at = [], 0
+        self._dirty_at = at
+        return self._writes - writes_before
+
+    def _visit(self, deadline: float, most: int) -> None:
+        """Move the hand until the visits owed are done, ``most`` visits were made or the slice's
+        time is up.
 
         An idle subscriber gets one write of everything pending; a busy one
         (a write in flight) is left to its next :meth:`ready`, unless the ring
@@ -286,9 +500,8 @@ class Fanout:
         tail = self._ring.tail
         flush_one = self.flush_one
         fell_behind = self._fell_behind
-        most = self.slice_visits
         visited = 0
-        while owed:
+        while owed and visited < most:
             if hand >= len(order):
                 self._new_round()
                 order, hand, tail = self._order, 0, self._ring.tail
@@ -306,7 +519,7 @@ class Fanout:
             else:
                 flush_one(sub)
             visited += 1
-            if visited >= most or (not visited % _CHECK_EVERY and perf_counter() >= deadline):
+            if not visited % _CHECK_EVERY and perf_counter() >= deadline:
                 break
         self._hand, self._owed = hand, owed
 

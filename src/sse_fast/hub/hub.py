@@ -25,8 +25,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from .._core import HEARTBEAT, FanoutRing, encode_event
-from ..errors import EmptyPushError, HubClosedError, HubFullError, HubOverloadedError
-from ..event import Event, encode_body, validate_uids
+from ..config import DEFAULT_MAX_RECIPIENTS
+from ..errors import (
+    EmptyPushError,
+    HubClosedError,
+    HubFullError,
+    HubOverloadedError,
+    TooManyRecipientsError,
+)
+from ..event import Event, collect_uids, encode_body, validate_uids
 from ..ids import new_epoch
 from ..json_text import dumps
 from ..protocol import SHUTDOWN_EVENT
@@ -40,6 +47,11 @@ from .stats import HubStats, snapshot
 from .store_health import StoreHealth
 from .subscriber import Subscriber, SubscriberSink
 from .sweep import HeartbeatSweep
+
+CHUNK_UIDS = 8192
+"""Uids a push checks per loop turn (~1 ms): the loop serves other requests in between."""
+CHUNK_EVENTS = 512
+"""Events a push encodes per loop turn (~1 ms)."""
 
 
 class Hub:
@@ -60,6 +72,9 @@ class Hub:
     :meth:`sweep` instead of sleeping.  ``slice_seconds``, ``slice_visits``
     and ``write_pace`` shape the fan-out's slices (:mod:`sse_fast.hub.fanout`);
     ``write_pace`` defaults to what the transport says it needs.
+    ``max_recipients`` bounds one push: events x uids as given (a broadcast
+    counts one per event); a push over it raises
+    :class:`~sse_fast.errors.TooManyRecipientsError` and nothing is accepted.
     """
 
     ready: Callable[[Subscriber], None]
@@ -80,6 +95,7 @@ class Hub:
         ring_frames: int = 4096,
         ring_bytes: int = 32 * 1024 * 1024,
         max_connections: int = 100_000,
+        max_recipients: int = DEFAULT_MAX_RECIPIENTS,
         replay_page: int = 100,
         store_check_interval: float = 1.0,
         clock: Clock | None = None,
@@ -91,7 +107,10 @@ class Hub:
             raise ValueError("heartbeat: must be a positive number of seconds")
         if max_connections < 1:
             raise ValueError("max_connections: must be at least 1")
+        if max_recipients < 1:
+            raise ValueError("max_recipients: must be at least 1")
         self.max_connections = max_connections
+        self.max_recipients = max_recipients
         self.stats = stats = HubStats()
         self._store = store
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,7 +120,15 @@ class Hub:
         self._registry = registry = SubscriberRegistry()
         self._failures = failures = DeliveryFailures(ring, registry, stats, on_push_failed)
         self._fanout = fanout = Fanout(
-            ring, registry, failures, stats, clock, slice_seconds, slice_visits, write_pace or 0.0
+            ring,
+            registry,
+            failures,
+            stats,
+            clock,
+            slice_seconds,
+            slice_visits,
+            write_pace or 0.0,
+            max_pending=4 * max_recipients,
         )
         self._write_pace_given = write_pace is not None
         self.ready = fanout.ready
@@ -168,6 +195,7 @@ class Hub:
                 task.cancel()
         self._sweeper = self._store_watch = None
         goodbye = encode_event(dumps({"reason": reason}), SHUTDOWN_EVENT, None, retry_ms)
+        self._fanout.place_all()  # every accepted push is delivered before the goodbye
         for sub in self._registry.snapshot():
             self._fanout.flush_one(sub)  # what is pending goes before the goodbye
             sub.sink.write(goodbye)
@@ -325,20 +353,33 @@ class Hub:
         and nothing is delivered.  Returns the ids, in order, once the events
         are accepted (stored, and in the fan-out), *before* they are delivered:
         the fan-out runs in slices between other work, so ``on_push_failed``
-        may fire later, and :meth:`drain` waits for the delivery.  A broadcast
-        while the fan-out is more than half the ring behind raises
-        :class:`~sse_fast.errors.HubOverloadedError` (nothing accepted).
+        may fire later, and :meth:`drain` waits for the delivery.  A push of
+        more than ``max_recipients`` (events x uids as given, a broadcast
+        counting one per event) raises
+        :class:`~sse_fast.errors.TooManyRecipientsError`.  A broadcast while
+        the fan-out is more than half the ring behind, or any push while more
+        than four pushes' worth of recipients wait to be placed, raises
+        :class:`~sse_fast.errors.HubOverloadedError`.  Nothing is accepted then.
         """
         if self._closing:
             raise HubClosedError("the hub is shutting down")
         batch = [events] if isinstance(events, Event) else list(events)
         if not batch:
             raise EmptyPushError()
-        targets = validate_uids(uids)
-        if targets is None and self._fanout.overloaded():
+        if uids is not None and not isinstance(uids, (list, tuple)):
+            if isinstance(uids, (str, bytes)):
+                validate_uids(uids)  # raises, naming the rule
+            uids = list(uids)
+        recipients = len(batch) * (len(uids) if uids else 1)
+        if recipients > self.max_recipients:
+            raise TooManyRecipientsError(recipients, self.max_recipients)
+        targets = await self._targets(uids)
+        prepared = await self._encoded(batch)
+        if self._closing:  # while a long push was checked
+            raise HubClosedError("the hub is shutting down")
+        if self._fanout.overloaded(broadcast=targets is None):
             self.stats.overloaded += 1
-            raise HubOverloadedError("push: broadcasts arrive faster than they are delivered")
-        prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
+            raise HubOverloadedError("push: pushes arrive faster than they are delivered")
         if targets is None:
             self._fanout.check_broadcast(batch, prepared)
         if self._store is not None:
@@ -362,6 +403,28 @@ class Hub:
         seqs, ids = self._history.number(len(batch))
         self._fanout.fan_out(batch, prepared, seqs, ids, targets)
         return ids
+
+    async def _targets(self, uids: list[Any] | tuple[Any, ...] | None) -> tuple[str, ...] | None:
+        """The uids checked and de-duplicated (:func:`~sse_fast.event.validate_uids`); a long list
+        a chunk per loop turn, so that other requests are served in between."""
+        if uids is None or len(uids) <= CHUNK_UIDS:
+            return validate_uids(uids)
+        named: dict[str, None] = {}
+        for start in range(0, len(uids), CHUNK_UIDS):
+            await asyncio.sleep(0)  # the first too: decoding the body took a turn's worth already
+            collect_uids(named, uids[start : start + CHUNK_UIDS], start)
+        return tuple(named) or None
+
+    async def _encoded(self, batch: list[Event]) -> list[tuple[str, bytes]]:
+        """Each event checked and encoded (:func:`~sse_fast.event.encode_body`); many events a
+        chunk per loop turn."""
+        prepared: list[tuple[str, bytes]] = []
+        for start in range(0, len(batch), CHUNK_EVENTS):
+            if start:
+                await asyncio.sleep(0)
+            chunk = batch[start : start + CHUNK_EVENTS]
+            prepared += [encode_body(ev, i) for i, ev in enumerate(chunk, start)]
+        return prepared
 
     async def drain(self) -> None:
         """Return once everything accepted so far has been handed to the subscribers' sinks

@@ -16,13 +16,17 @@ class SubscriberRegistry:
     subscription order.
     """
 
-    __slots__ = ("by_uid", "subs")
+    __slots__ = ("by_uid", "joins", "subs")
 
     def __init__(self) -> None:
         self.subs: dict[Subscriber, None] = {}
         self.by_uid: dict[str, list[Subscriber]] = {}
+        self.joins = 0
+        """Subscriptions so far: the next one's :attr:`Subscriber.serial`."""
 
     def add(self, sub: Subscriber) -> None:
+        sub.serial = self.joins
+        self.joins += 1
         self.subs[sub] = None
         self.by_uid.setdefault(sub.uid, []).append(sub)
 

@@ -203,6 +203,7 @@ class Resend:
         self._stats.histories_lost += 1
         # "<epoch>-0" in a fresh history: a client resumes from its start.
         frame = reset_frame(HISTORY_LOST, lost, format_id(epoch, seq))
+        self._fanout.place_all()
         flush_one = self._fanout.flush_one
         for sub in self._registry.snapshot():
             sub.after_seq = 0  # seqs start again: nothing of the new history is "already replayed"

@@ -42,3 +42,6 @@ class Subscriber:
     inflight_private: list[Event] | None = None
     replaying: bool = False
     lagged: bool = False
+    serial: int = 0
+    """Its place in the order of subscriptions (set by the registry): a push placed with
+    subscribers after it was accepted skips those who subscribed since."""

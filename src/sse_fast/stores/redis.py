@@ -20,6 +20,8 @@ hash tag, so that all keys of one store live in one slot)::
                               in {P}:u:<uid>
     {P}:ids          zset     publisher ids: member the id, score the seq of the
                               latest event saved with it
+    {P}:open         zset     saves under way in several calls: member the first
+                              seq, score the deadline (ms) of its writer's next call
 
 Entries are self-contained (event, data, uids, created), so the stream is also
 the bus for scaling out: another process can ``XREAD`` ``{P}:stream`` and fan
@@ -30,9 +32,26 @@ Ordering: one Lua script allocates the seqs (INCRBY), XADDs the entries with
 explicit ids and updates the indexes atomically, so concurrent savers in many
 processes get strictly increasing seqs and the stream order is the seq order.
 Within a process, saves go through one writer task that sends everything
-queued as one script call (a group commit: one round trip for many pushes)
-and resolves the callers in order, which keeps completion FIFO even though
-the client has a pool of connections.
+queued as one save (a group commit: one round trip for many pushes) and
+resolves the callers in order, which keeps completion FIFO even though the
+client has a pool of connections.
+
+Large saves: one script call does at most ``CALL_BUDGET`` work (~2,000 index
+entries, ~10 ms of Redis), so a save of 100,000 recipients goes in some 50-150
+calls in a row (:func:`plan_calls`; each allocates the seqs of the entries it
+adds, in order), and Redis serves its other clients in between.  Atomicity
+for readers: the first call of such a save adds ``{P}:open`` (member its first
+seq, score a deadline ``OPEN_TTL`` ahead, renewed by each call) and the last
+removes it; ``list_after`` reads ``{P}:open`` in the same MULTI/EXEC as the
+indexes and returns nothing at or above the oldest open save.  So a reader, in
+any process, sees a save whole or not at all, never some of its recipients'
+index entries without the others, and nothing saved after it (by any process)
+until it is whole; the hub's resend seam stays exact, since a resume that
+stops below a save still under way gets it live once it is accepted.  Not
+atomic: a save that fails midway (Redis gone, or the writer killed) leaves its
+entries and the index entries written so far, visible once its mark is gone
+(at its deadline), as a failed single-call save may also have been executed.
+A caller gets ``StoreUnavailableError`` then, as for any failed save.
 
 Retention: ``XADD ... MAXLEN ~ max_events`` (approximate: Redis trims whole
 stream nodes, so up to ~100 more entries may stay) and, for ``max_age``,
@@ -60,8 +79,8 @@ whether that survives a Redis restart depends on its AOF/RDB settings.
 Failures: a Redis that cannot be reached, is loading its data, or does not
 answer within ``COMMAND_TIMEOUT`` makes calls raise
 :class:`~sse_fast.stores.base.StoreUnavailableError` (the edge answers 503), and
-a save waits at most ``SAVE_TIMEOUT`` in all, queue included.  A Redis that
-lost its data (FLUSHALL, a restart without persistence) no longer holds our
+a save waits at most ``SAVE_TIMEOUT`` per script call it needs, queue
+included.  A Redis that lost its data (FLUSHALL, a restart without persistence) no longer holds our
 epoch: saves and :meth:`RedisStore.check` raise ``HistoryLostError``, and
 :meth:`RedisStore.recover` goes on with the new history.  The client gets short
 timeouts and one quick reconnect attempt by default; options given in the URL
@@ -72,8 +91,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -105,14 +124,23 @@ INDEX_SWEEP = 256
 """Stale user indexes a save deletes beyond as many as it wrote itself (the rest go at
 the next save): the sweep keeps pace with the writes, and a save's work stays bounded."""
 MAX_BATCH_EVENTS = 2_000
-"""Events per script call: enough to amortise the round trip, small enough not to stall Redis."""
+"""Events queued saves may share one save (a group commit) before it is cut into calls."""
+CALL_BUDGET = 2_048
+"""Work of one script call: an entry added counts four, a user index touched two and each
+index entry written in it one (~10 ms of Redis on a small VM); a larger save takes several
+calls, so that Redis serves its other clients in between."""
+_ENTRY_COST = 4
+_INDEX_COST = 2
+OPEN_TTL = 10.0
+"""Seconds an unfinished save in several calls holds readers below it without a further call
+from its writer: a writer that died midway stops hiding what came after it."""
 CONNECT_TIMEOUT = 1.0
 """Seconds to open a connection to Redis before it counts as unreachable."""
 COMMAND_TIMEOUT = 2.0
 """Seconds Redis may take to answer one command (the save script included)."""
 SAVE_TIMEOUT = 2.5
-"""Seconds a save may wait in all, queued behind others included: a publisher
-hears 503 within that, not whenever a hung Redis lets go."""
+"""Seconds a save may wait in all, queued behind others included, per script call it
+needs: a publisher hears 503 within that, not whenever a hung Redis lets go."""
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 """What a Redis that is down, restarting, loading its data or a read-only replica raises."""
@@ -155,34 +183,42 @@ def _fails_as_unavailable(
     return call
 
 
-# KEYS: seq, stream, broadcast index, epoch, publisher id index.
-# ARGV: user index key prefix, maxlen (0 = none), oldest kept time (0 = none),
-#       index ttl seconds (0 = none), created, n, the epoch this store opened,
-#       the values per event (3, or 4 when some event of the batch has a publisher id),
-#       then n x (event, data, uids JSON or "" [, publisher id or ""]).
+# KEYS: seq, stream, broadcast index, epoch, publisher id index, open saves.
+# ARGV: 1 user index key prefix, 2 maxlen (0 = none), 3 oldest kept time (0 = none),
+#       4 index ttl seconds (0 = none), 5 created, 6 the epoch this store opened,
+#       7 marker ('' | 'open' | 'keep' | 'close'), 8 the open save's first seq (keep, close),
+#       9 the marker's deadline (ms), 10 n new events, 11 g index groups,
+#       12 the values per event (3, or 4 when some event of the call has a publisher id),
+#       then n x (event, data, uids JSON or "" [, publisher id or ""]),
+#       then g x (uid, m, m x ref): ref > 0 the seq of an event an earlier call added,
+#       ref <= 0 the (-ref)th event this call adds.
 # Also writes {P}:users (named after KEYS[1], {P}:seq, in the same hash slot): uid ->
 # newest seq of {P}:u:<uid>, so that indexes left wholly below the stream's first
 # entry are found and deleted without a scan.
-# Returns the last seq allocated.  Refuses to write when the epoch key no longer
-# holds our epoch (Redis was flushed under us): the counter would start again
-# at 1 and hand out ids that clients already hold.
+# Returns the last seq allocated (the counter's value when n is 0).  Refuses to
+# write when the epoch key no longer holds our epoch (Redis was flushed under
+# us): the counter would start again at 1 and hand out ids that clients already hold.
 _SAVE_LUA = (
     f"local sweep = {INDEX_SWEEP}\nlocal min_id_window = {MIN_ID_WINDOW}\n"
     + """
 local epoch = redis.call('GET', KEYS[4])
-if epoch ~= ARGV[7] then
+if epoch ~= ARGV[6] then
   return redis.error_reply('SSEFAST_EPOCH ' .. tostring(epoch))
 end
-local n = tonumber(ARGV[6])
-local stride = tonumber(ARGV[8])
-local last = redis.call('INCRBY', KEYS[1], n)
+local n = tonumber(ARGV[10])
+local stride = tonumber(ARGV[12])
+local last
+if n > 0 then
+  last = redis.call('INCRBY', KEYS[1], n)
+else
+  last = tonumber(redis.call('GET', KEYS[1]) or '0')
+end
+local base = last - n + 1
 local maxlen = tonumber(ARGV[2])
 local created = ARGV[5]
-local newest = {}
-local seq = last - n
 for i = 0, n - 1 do
-  seq = seq + 1
-  local at = 9 + stride * i
+  local seq = base + i
+  local at = 13 + stride * i
   local sid = string.format('%d', seq)
   local args = {'XADD', KEYS[2]}
   if maxlen > 0 then
@@ -204,11 +240,52 @@ for i = 0, n - 1 do
   else
     table.insert(args, 'u'); table.insert(args, uids)
     redis.call(unpack(args))
-    for _, uid in ipairs(cjson.decode(uids)) do
-      redis.call('ZADD', ARGV[1] .. uid, seq, sid)
-      newest[uid] = seq
+  end
+end
+-- a save in several calls: readers stop below its first seq until its last call
+local marker = ARGV[7]
+if marker == 'open' then
+  redis.call('ZADD', KEYS[6], ARGV[9], string.format('%d', base))
+elseif marker == 'keep' then
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[8])
+elseif marker == 'close' then
+  redis.call('ZREM', KEYS[6], ARGV[8])
+end
+-- the markers of writers that stopped midway: their saves stay as far as they got
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%d', tonumber(created) * 1000))
+local newest = {}
+local touched = {}
+local sids = {}
+local at = 13 + stride * n
+for g = 1, tonumber(ARGV[11]) do
+  local uid = ARGV[at]
+  local m = tonumber(ARGV[at + 1])
+  at = at + 2
+  local args = {'ZADD', ARGV[1] .. uid}
+  local top = newest[uid]
+  if not top then
+    top = 0
+    touched[#touched + 1] = uid
+  end
+  for j = 1, m do
+    local s = tonumber(ARGV[at])
+    at = at + 1
+    if s <= 0 then
+      s = base - s
+    end
+    local sid = sids[s]
+    if not sid then
+      sid = string.format('%d', s)
+      sids[s] = sid
+    end
+    args[#args + 1] = s
+    args[#args + 1] = sid
+    if s > top then
+      top = s
     end
   end
+  redis.call(unpack(args))
+  newest[uid] = top
 end
 if n == 0 and maxlen > 0 then
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', maxlen)
@@ -248,15 +325,23 @@ local window = math.max(maxlen, last - first + 1, min_id_window)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%d', first - window))
 local users = string.sub(KEYS[1], 1, -4) .. 'users'
 local ttl = tonumber(ARGV[4])
-local written = 0
-for uid, top in pairs(newest) do
+local written = #touched
+local tops = {'ZADD', users}
+for _, uid in ipairs(touched) do
   local key = ARGV[1] .. uid
   redis.call('ZREMRANGEBYSCORE', key, '-inf', below)
   if ttl > 0 then
     redis.call('EXPIRE', key, ttl)
   end
-  redis.call('ZADD', users, top, uid)
-  written = written + 1
+  tops[#tops + 1] = newest[uid]
+  tops[#tops + 1] = uid
+  if #tops >= 2002 then  -- one ZADD per 1,000 users (unpack's stack is bounded)
+    redis.call(unpack(tops))
+    tops = {'ZADD', users}
+  end
+end
+if #tops > 2 then
+  redis.call(unpack(tops))
 end
 -- the indexes whose newest seq the stream no longer holds, oldest first: ranks 0 .. #stale-1
 local stale = redis.call('ZRANGEBYSCORE', users, '-inf', below, 'LIMIT', 0, sweep + written)
@@ -269,6 +354,58 @@ end
 return last
 """
 )
+
+
+@dataclass(slots=True)
+class _Call:
+    """One script call of a save: the events it adds (indexes into the save's events) and the
+    recipient index entries it writes (a uid and the events it gets)."""
+
+    new: list[int] = field(default_factory=list)
+    groups: list[tuple[str, list[int]]] = field(default_factory=list)
+    cost: int = 0
+
+
+def plan_calls(events: Sequence[NewEvent], budget: int) -> Iterator[_Call]:
+    """Cut a save into script calls of at most ``budget`` (see :data:`CALL_BUDGET`), in
+    order: each event's entry before the index entries that name it.
+
+    A generator: a call's plan is made when it is sent, so that a save of
+    100,000 recipients never holds the loop for the whole plan at once.
+    """
+    call = _Call()
+    block_most = max(1, budget // 8)  # events whose index entries go together, one ZADD per uid
+    i = 0
+    while i < len(events):
+        uids = events[i].uids
+        j = i + 1
+        while j < len(events) and (events[j].uids is uids or events[j].uids == uids):
+            j += 1
+        size = 1 if not uids else min(j - i, block_most)
+        for a in range(i, j, size):
+            block = list(range(a, min(a + size, j)))
+            for k in block:
+                if call.cost and call.cost + _ENTRY_COST > budget:
+                    yield call
+                    call = _Call()
+                call.new.append(k)
+                call.cost += _ENTRY_COST
+            for uid in uids or ():
+                cost = len(block) + _INDEX_COST
+                if call.cost and call.cost + cost > budget:
+                    yield call
+                    call = _Call()
+                call.groups.append((uid, block))
+                call.cost += cost
+        i = j
+    yield call
+
+
+def calls_needed(events: Sequence[NewEvent], budget: int) -> int:
+    """About how many script calls :func:`plan_calls` makes of ``events`` (for a timeout; the
+    events of one push share their recipients)."""
+    cost = len(events) * (_ENTRY_COST + (_INDEX_COST + 1) * len(events[0].uids or ()))
+    return max(1, -(-cost // budget))
 
 
 @dataclass(slots=True)
@@ -319,6 +456,7 @@ class RedisStore:
         self.broadcast_key = f"{tag}:bcast"
         self.user_key_prefix = f"{tag}:u:"
         self.ids_key = f"{tag}:ids"
+        self.open_key = f"{tag}:open"
         if index_ttl is None and max_age is not None:
             index_ttl = int(max_age) + 1
         self._index_ttl = index_ttl or 0
@@ -329,7 +467,10 @@ class RedisStore:
         self._queue: asyncio.Queue[Any] | None = None
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
-        """Script calls made by :meth:`save` since open (one per group of queued saves)."""
+        """Group commits made by :meth:`save` since open (one per group of queued saves)."""
+        self.calls = 0
+        """Script calls those took (a large save takes several: :data:`CALL_BUDGET`)."""
+        self.call_budget = CALL_BUDGET
 
     @property
     def epoch(self) -> str:
@@ -348,7 +489,8 @@ class RedisStore:
         if self._writer is not None:
             return
         await self._adopt_epoch()
-        await self._call_script([], 0.0)  # apply retention now, as the protocol promises
+        # apply retention now, as the protocol promises
+        await self._call_script([], _Call(), [], max(self._clock(), self._last_created))
         self._queue = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
@@ -375,12 +517,13 @@ class RedisStore:
             return []
         future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
         queue.put_nowait(_SaveRequest(future, events))
+        timeout = SAVE_TIMEOUT * calls_needed(events, self.call_budget)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), SAVE_TIMEOUT)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
             future.cancel()  # not sent yet: it never will be; in flight: Redis may still run it
             raise StoreUnavailableError(
-                f"RedisStore: save: no answer from Redis within {SAVE_TIMEOUT} s"
+                f"RedisStore: save: no answer from Redis within {timeout} s"
             ) from None
 
     async def _write_loop(self) -> None:
@@ -407,10 +550,33 @@ class RedisStore:
                 return
 
     async def _commit(self, batch: list[_SaveRequest]) -> None:
+        """Save ``batch`` in as many script calls as its size needs (:func:`plan_calls`).
+
+        A save in several calls marks itself open in its first call and
+        closes in its last: readers stop below it meanwhile (see the module
+        docstring).  Once the first call ran, the rest are sent even if the
+        callers stopped waiting, so that a save is never left half written
+        while Redis answers.
+        """
         now = max(self._clock(), self._last_created)
         events = [ev for req in batch for ev in req.events]
+        seqs = [0] * len(events)
+        opened: int | None = None  # the first seq of a save in several calls, once it has one
+        encoded: dict[int, str] = {}  # the uids JSON of each tuple of recipients, by identity
         try:
-            last = await self._call_script(events, now)
+            calls = plan_calls(events, self.call_budget)
+            call = next(calls)
+            for after in calls:
+                marker = "open" if opened is None else "keep"
+                last = await self._call_script(events, call, seqs, now, marker, opened, encoded)
+                if opened is None:
+                    opened = seqs[call.new[0]] if call.new else last + 1
+                self.calls += 1
+                call = after
+            last = await self._call_script(
+                events, call, seqs, now, "" if opened is None else "close", opened, encoded
+            )
+            self.calls += 1
         except Exception as exc:
             for req in batch:
                 if not req.future.done():
@@ -422,12 +588,13 @@ class RedisStore:
             raise
         self._last_created = now
         self.commits += 1
-        seq = last - len(events)
         epoch = self._epoch
+        at = 0
         for req in batch:
             out: list[StoredEvent] = []
             for ev in req.events:
-                seq += 1
+                seq = seqs[at]
+                at += 1
                 out.append(
                     StoredEvent(
                         seq, format_id(epoch, seq), ev.event, ev.data, ev.uids or None, now, ev.publisher_id
@@ -436,28 +603,63 @@ class RedisStore:
             if not req.future.done():
                 req.future.set_result(out)
 
-    async def _call_script(self, events: Sequence[NewEvent], now: float) -> int:
+    async def _call_script(
+        self,
+        events: Sequence[NewEvent],
+        call: _Call,
+        seqs: list[int],
+        now: float,
+        marker: str = "",
+        opened: int | None = None,
+        encoded: dict[int, str] | None = None,
+    ) -> int:
+        """Send one call of a save; the seqs of the events it added are written into ``seqs``."""
         retention = self._retention
-        oldest = retention.oldest_kept_time(now if events else max(self._clock(), self._last_created))
+        oldest = retention.oldest_kept_time(now)
         args: list[Any] = [
             self.user_key_prefix,
             retention.max_events or 0,
             repr(oldest) if oldest is not None and oldest > 0 else 0,
             self._index_ttl,
             repr(now),
-            len(events),
             self._epoch,
+            marker,
+            opened or 0,
+            int((now + OPEN_TTL) * 1000),
+            len(call.new),
+            len(call.groups),
         ]
-        # A batch without publisher ids sends what it sent before they existed.
-        with_ids = any(ev.publisher_id is not None for ev in events)
+        # A call without publisher ids sends what it sent before they existed.
+        with_ids = any(events[k].publisher_id is not None for k in call.new)
         args.append(4 if with_ids else 3)
-        for ev in events:
+        encoded = {} if encoded is None else encoded
+        for k in call.new:
+            ev = events[k]
             args.append(ev.event)
             args.append(ev.data)
-            args.append(orjson.dumps(ev.uids).decode() if ev.uids else "")
+            uids = ev.uids
+            if uids:
+                text = encoded.get(id(uids))
+                if text is None:
+                    text = encoded[id(uids)] = orjson.dumps(uids).decode()
+                args.append(text)
+            else:
+                args.append("")
             if with_ids:
                 args.append(ev.publisher_id or "")  # never empty when given: event.publisher_id_rule
-        keys = [self.seq_key, self.stream_key, self.broadcast_key, self.epoch_key, self.ids_key]
+        offset = {k: -j for j, k in enumerate(call.new)}  # an event this call adds: by its place
+        for uid, block in call.groups:
+            args.append(uid)
+            args.append(len(block))
+            args.extend(offset[k] if k in offset else seqs[k] for k in block)
+        keys = [
+            self.seq_key,
+            self.stream_key,
+            self.broadcast_key,
+            self.epoch_key,
+            self.ids_key,
+            self.open_key,
+        ]
         try:
             result = await self._save_script(keys=keys, args=args)
         except _UNAVAILABLE as exc:
@@ -466,7 +668,11 @@ class RedisStore:
             if str(exc).startswith("SSEFAST_EPOCH"):
                 raise self._history_lost() from None
             raise
-        return int(result)
+        last = int(result)
+        base = last - len(call.new) + 1
+        for j, k in enumerate(call.new):
+            seqs[k] = base + j
+        return last
 
     def _history_lost(self) -> HistoryLostError:
         return HistoryLostError(
@@ -524,11 +730,18 @@ class RedisStore:
             # MULTI/EXEC: both indexes are read at one instant.  Read apart, a save landing
             # between them (a unicast then a broadcast) could show the broadcast but not the
             # unicast below it, and paging on from the broadcast would skip the unicast for good.
+            # The unfinished saves are read at the same instant: what lies at or above the
+            # first of them is left for later (see the module docstring).
             async with r.pipeline(transaction=True) as pipe:
                 pipe.zrangebyscore(user_key, f"({low}", "+inf", start=0, num=limit)
                 pipe.zrangebyscore(self.broadcast_key, f"({low}", "+inf", start=0, num=limit)
-                mine, broadcasts = await pipe.execute()
+                pipe.zrange(self.open_key, 0, -1, withscores=True)
+                mine, broadcasts, unfinished = await pipe.execute()
             candidates = sorted({int(s) for s in mine} | {int(s) for s in broadcasts})[:limit]
+            below = self._unfinished_from(unfinished)
+            capped = below is not None and bool(candidates) and candidates[-1] >= below
+            if below is not None and capped:
+                candidates = [seq for seq in candidates if seq < below]
             if not candidates:
                 break
             async with r.pipeline(transaction=False) as pipe:
@@ -548,9 +761,16 @@ class RedisStore:
                 if len(out) >= limit:
                     break
             low = candidates[-1]
-            if len(mine) < limit and len(broadcasts) < limit:
-                break  # both indexes were read to their end
+            if capped or (len(mine) < limit and len(broadcasts) < limit):
+                break  # up to an unfinished save, or both indexes were read to their end
         return out
+
+    def _unfinished_from(self, unfinished: list[tuple[Any, float]]) -> int | None:
+        """The first seq of the oldest save still being written in several calls (None: none);
+        a marker past its deadline belongs to a writer that stopped and holds nothing back."""
+        now_ms = self._clock() * 1000
+        live = [int(_text(first)) for first, deadline in unfinished if deadline > now_ms]
+        return min(live) if live else None
 
     @staticmethod
     def _decode(epoch: str, entry_id: str | bytes, fields: dict[Any, Any]) -> StoredEvent:

@@ -8,7 +8,11 @@ Threads, so that the event loop never waits on the disk:
   resolves their futures in queue order with ``loop.call_soon_threadsafe``.
   Many small concurrent pushes therefore cost one commit (group commit), saves
   complete FIFO, and seqs increase in queue order.  Retention pruning runs in
-  the same transaction.
+  the same transaction.  An event's recipient rows are expanded by SQLite from
+  its uids' JSON array (``json_each``): no Python object per recipient, and the
+  GIL is released while SQLite writes them, so a push of 100,000 recipients
+  does not hold the event loop (which waits for the GIL) for the writer's sake.
+  A push stays one transaction however large: readers see it whole or not at all.
 * a small **reader pool** (threads with their own connections) serves
   ``list_after``; WAL mode lets those reads run while the writer commits.
 
@@ -132,6 +136,10 @@ SELECT (SELECT value FROM meta WHERE key = 'last_seq'),
        (SELECT created FROM events ORDER BY seq DESC LIMIT 1),
        (SELECT seq FROM events ORDER BY seq LIMIT 1)
 """
+
+_INSERT_RECIPIENTS = "INSERT INTO recipients(seq, uid) SELECT ?, value FROM json_each(?)"
+"""An event's recipient rows from its uids' JSON array (SQLite's JSON functions: 3.38+, or
+the JSON1 extension that most builds before it include)."""
 
 # Each branch is limited before the union, so a page costs O(limit) index
 # steps whatever the size of the history or of other users' traffic.
@@ -309,6 +317,13 @@ class SQLiteStore:
     def _init_db(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        try:
+            conn.execute("SELECT count(*) FROM json_each('[]')")
+        except sqlite3.OperationalError:
+            raise sqlite3.OperationalError(
+                f"SQLite {sqlite3.sqlite_version} has no JSON functions (json_each): 3.38+ is needed, "
+                "or a build with the JSON1 extension"
+            ) from None
         conn.execute("BEGIN IMMEDIATE")
         self._migrate(conn)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (new_epoch(),))
@@ -387,7 +402,8 @@ class SQLiteStore:
             # never backwards, across processes too: age pruning stops at the first row it keeps
             now = max(self._clock(), newest, self._last_created)
             rows: list[tuple[int, str, str, float, str | None]] = []
-            recipients: list[tuple[int, str]] = []
+            recipients: list[tuple[int, str]] = []  # (seq, the uids as a JSON array)
+            texts: dict[int, str] = {}  # the JSON of each tuple of uids, by identity: a push shares one
             with_ids: list[tuple[int, str, str, float, str | None, str]] = []
             for req in batch:
                 out: list[StoredEvent] = []
@@ -395,20 +411,25 @@ class SQLiteStore:
                     seq += 1
                     uids = ev.uids or None
                     pid = ev.publisher_id
-                    encoded = None if uids is None else orjson.dumps(uids).decode()
+                    encoded = None
+                    if uids is not None:
+                        encoded = texts.get(id(uids))
+                        if encoded is None:
+                            encoded = texts[id(uids)] = orjson.dumps(uids).decode()
+                        recipients.append((seq, encoded))
                     if pid is None:
                         rows.append((seq, ev.event, ev.data, now, encoded))
                     else:
                         with_ids.append((seq, ev.event, ev.data, now, encoded, pid))
-                    if uids is not None:
-                        recipients.extend((seq, uid) for uid in uids)
                     out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now, pid))
                 results.append(out)
             # Events without a publisher id are written as before ids existed: they cost what they did.
             conn.executemany(
                 "INSERT INTO events(seq, event, data, created, uids) VALUES (?, ?, ?, ?, ?)", rows
             )
-            conn.executemany("INSERT INTO recipients(seq, uid) VALUES (?, ?)", recipients)
+            # One statement per event, its recipients expanded inside SQLite: no Python object
+            # per recipient, and the GIL released for all of them (the loop runs meanwhile).
+            conn.executemany(_INSERT_RECIPIENTS, recipients)
             if with_ids:
                 conn.executemany(_INSERT_WITH_ID, with_ids)
                 # in seq order: the latest event with an id wins
