@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from benchmarks import e2e_guard
 from benchmarks.e2e_guard import FLOOR, best_of, judge, ratios
 
 UPDATE_BASELINE = os.environ.get("SSE_FAST_UPDATE_BASELINE") == "1"
 
 
+@pytest.mark.timeout(900)  # up to three measurements per engine
 def test_the_real_path_keeps_its_distance_from_the_floor() -> None:
     """1,000 subscribers, a sequential publisher and b20, on both engines beside the C floor (~1 min)."""
     verdict = e2e_guard.guard(update=UPDATE_BASELINE)

@@ -120,6 +120,10 @@ class Config:
     latency_every: int = 1
     push_headers: list[str] = field(default_factory=list)
     sequential: bool = False  # one connection, the next push right after each answer (paced by rate if > 0)
+    saturate: bool = False  # every connection sends its next push right after each answer, for duration
+    # requests in flight per push connection; fastload (loadtest/fastload.c) pipelines them, this
+    # publisher keeps one per connection and opens more connections instead (push_conns_max)
+    push_inflight: int = 1
 
 
 # --------------------------------------------------------------------------- subscribers
@@ -603,6 +607,9 @@ class Publisher:
         if cfg.sequential:
             await self._run_sequential()
             return
+        if cfg.saturate:
+            await self._run_saturating()
+            return
         if cfg.rate <= 0:
             await asyncio.sleep(cfg.duration)
             return
@@ -641,6 +648,24 @@ class Publisher:
                 n += 1
             nxt = self.started + n / cfg.rate
             await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+        self.finished = time.perf_counter()
+
+    async def _run_saturating(self) -> None:
+        """Every connection busy for the whole window: the next push goes out as each answer comes."""
+        cfg = self.cfg
+        self.started = time.perf_counter()
+        end = self.started + cfg.duration
+        n = 0
+        while (now := time.perf_counter()) < end and self.conns:
+            while self.free:
+                proto = self.free.pop()
+                req, expect = self._request(n)
+                proto.send(req, expect)
+                self.sent += 1
+                n += 1
+            self.free_event.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.free_event.wait(), max(0.001, end - now))
         self.finished = time.perf_counter()
 
     async def _run_sequential(self) -> None:
@@ -695,6 +720,8 @@ class Publisher:
             "connections": len(self.conns),
             "achieved_rate": round(self.sent / elapsed, 2) if elapsed > 0 else 0.0,
             "push_rtt_ms": {"p50": pct(50), "p99": pct(99), "max": round(rtt[-1] * 1000, 3) if rtt else None},
+            "expected_per_subscriber": self.expected_per_subscriber,
+            "expected_unicast": self.expected_unicast,
             "error_samples": self.error_samples,
         }
 
@@ -854,7 +881,7 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
         await ch.wait_ready(cfg.connect_timeout + 30)
     connect_s = time.perf_counter() - t0
     await call("connected")
-    publisher = Publisher(cfg) if cfg.rate > 0 or cfg.sequential else None
+    publisher = Publisher(cfg) if cfg.rate > 0 or cfg.sequential or cfg.saturate else None
     if publisher is not None:
         await publisher.open()
     await asyncio.sleep(cfg.warmup)
@@ -891,6 +918,20 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
             )
     if publisher is not None:
         publisher.close()
+    return assemble_report(
+        cfg, procs, connect_s, window, results, publisher.result() if publisher is not None else None
+    )
+
+
+def assemble_report(
+    cfg: Config,
+    procs: int,
+    connect_s: float,
+    window: float,
+    results: list[dict[str, Any]],
+    pub: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The report from the subscriber groups' results and the publisher's (shared with fastload.py)."""
     agg = merge(results)
     report: dict[str, Any] = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "push_headers"},
@@ -901,12 +942,11 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
         **agg,
         "events_per_s": round(agg["events_window"] / window, 1) if window > 0 else 0.0,
     }
-    if publisher is not None:
-        pub = publisher.result()
+    if pub is not None:
         if cfg.mode == "unicast":
-            expected = publisher.expected_unicast
+            expected = pub["expected_unicast"]
         else:
-            expected = publisher.expected_per_subscriber * agg["established"]
+            expected = pub["expected_per_subscriber"] * agg["established"]
         report["publisher"] = pub
         report["expected_events"] = expected
         report["delivered_ratio"] = round(agg["events"] / expected, 5) if expected else None
@@ -915,12 +955,14 @@ async def run_load(cfg: Config, hook: Hook | None = None) -> dict[str, Any]:
         + agg["http_errors"]
         + agg["parse_errors"]
         + (report.get("publisher", {}).get("failed", 0))
+        + (report.get("publisher", {}).get("connect_errors", 0))
     )
     return report
 
 
-def parse_args(argv: list[str] | None = None) -> Config:
-    ap = argparse.ArgumentParser(
+def parse_args(argv: list[str] | None = None, ap: argparse.ArgumentParser | None = None) -> Config:
+    """The ``Config`` of a command line (``ap``: a parser with more options of the caller's)."""
+    ap = ap or argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     ap.add_argument(
@@ -957,6 +999,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         action="store_true",
         help="one push connection, the next push after each answer (paced by --rate when > 0)",
     )
+    ap.add_argument(
+        "--saturate",
+        action="store_true",
+        help="every push connection sends its next push right after each answer (no --rate)",
+    )
     a = ap.parse_args(argv)
     if a.duration <= 0 or a.duration > 3600:
         ap.error("--duration: must be in (0, 3600] seconds")
@@ -982,6 +1029,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         latency_every=max(1, a.latency_every),
         push_headers=a.push_header,
         sequential=a.sequential,
+        saturate=a.saturate,
+        push_inflight=1 if a.sequential else max(1, getattr(a, "push_inflight", 1)),
     )
 
 

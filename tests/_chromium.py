@@ -50,6 +50,19 @@ def find_chromium() -> str | None:
     return None
 
 
+def chromium_or_skip() -> str:
+    """The Chromium to drive: a test without one skips, or fails under CI (where it must run)."""
+    import pytest
+
+    binary = find_chromium()
+    if binary is None:
+        message = "no Chromium found (apt-get install chromium, or set SSE_FAST_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {message}")
+        pytest.skip(message)
+    return binary
+
+
 class BrowserError(AssertionError):
     """The page threw, or the protocol answered with an error."""
 
@@ -57,7 +70,14 @@ class BrowserError(AssertionError):
 class Chromium:
     """One headless browser with one page; ``evaluate`` runs JavaScript in it."""
 
-    def __init__(self, binary: str, workdir: Path, width: int = 1280, height: int = 900) -> None:
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        width: int = 1280,
+        height: int = 900,
+        flags: tuple[str, ...] = (),
+    ) -> None:
         self.profile = workdir / "chromium-profile"
         self.profile.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "chromium.log"
@@ -65,6 +85,7 @@ class Chromium:
         argv = [
             binary,
             *LAUNCH_FLAGS,
+            *flags,
             f"--user-data-dir={self.profile}",
             f"--window-size={width},{height}",
             "--remote-debugging-address=127.0.0.1",

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,12 +23,40 @@ import pytest
 from sse_fast import EventParser, ServerSentEvent
 
 HOST = "127.0.0.1"
-LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(rb"listening on https?://127\.0\.0\.1:(\d+)")
 """The line ``sse-fast serve`` prints once it listens (with ``--port 0``: on the port it got)."""
-ENGINES = ("granian", "native")
-"""``sse-fast serve --engine`` values: tests starting our own server run once per engine."""
+ALL_ENGINES = ("granian", "native")
+
+
+def _engines_to_test() -> tuple[str, ...]:
+    """``$SSE_FAST_TEST_ENGINES`` (comma-separated), else every engine."""
+    given = os.environ.get("SSE_FAST_TEST_ENGINES")
+    if not given:
+        return ALL_ENGINES
+    engines = tuple(name.strip() for name in given.split(",") if name.strip())
+    unknown = set(engines) - set(ALL_ENGINES)
+    if unknown or not engines:
+        raise pytest.UsageError(
+            f"SSE_FAST_TEST_ENGINES: one or more of {', '.join(ALL_ENGINES)}, not {given!r}"
+        )
+    return engines
+
+
+ENGINES = _engines_to_test()
+"""``sse-fast serve --engine`` values: tests starting our own server run once per engine
+(``SSE_FAST_TEST_ENGINES=native`` narrows them, as CI's run on the oldest Python does)."""
 HEARTBEAT = b": heartbeat\n\n"
-"""The comment the hub sends on connect and after silence."""
+"""The comment the hub sends after silence (and on connect, when it sends no ``retry:``)."""
+OPENING = re.compile(rb": heartbeat\n\n(?:retry: (\d+)\n\n)?")
+"""A stream's first bytes: the heartbeat, then the stream's ``retry:`` when the server sends one."""
+
+
+def split_opening(raw: bytes) -> tuple[int | None, bytes]:
+    """A stream's ``retry:`` (None when its first frame has none) and what came after that frame."""
+    match = OPENING.match(raw)
+    assert match is not None, f"not a stream's first frame: {raw[:80]!r}"
+    retry = match.group(1)
+    return (int(retry) if retry is not None else None), raw[match.end() :]
 
 
 def free_port() -> int:
@@ -85,9 +114,19 @@ class ServerProcess:
     _logs = itertools.count(1)
 
     def __init__(
-        self, args: list[str], cwd: Path, command: list[str] | None = None, port: int | None = None
+        self,
+        args: list[str],
+        cwd: Path,
+        command: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.args = args
+        self.scheme = "http"
+        self.verify: ssl.SSLContext | bool = True
+        """What httpx checks the server's certificate against: a self-signed ``--tls-cert`` is its own CA."""
+        if "--tls-cert" in args:
+            self.scheme = "https"
+            self.verify = ssl.create_default_context(cafile=args[args.index("--tls-cert") + 1])
         self.cwd = cwd
         self.command = command
         self.port = port or (free_port() if command is not None else 0)
@@ -96,7 +135,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         command = self.command or [sys.executable, "-m", "sse_fast", "serve", "--log-level", "warning"]
@@ -117,7 +156,8 @@ class ServerProcess:
         while True:
             self._check_alive(timeout, deadline)
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code in (200, 401, 404):
+                answer = httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify)
+                if answer.status_code in (200, 401, 404):
                     return self
             time.sleep(0.05)
 
@@ -158,7 +198,7 @@ class ServerProcess:
 
     def stats(self, **headers: str) -> dict[str, Any]:
         """``GET /stats``: a JSON object, typed as the hub's own ``Hub.snapshot()`` is."""
-        response = httpx.get(f"{self.url}/stats", headers=headers, timeout=5.0)
+        response = httpx.get(f"{self.url}/stats", headers=headers, timeout=5.0, verify=self.verify)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -170,13 +210,29 @@ class ServerProcess:
         if uids is not None:
             body["uids"] = uids
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        return httpx.post(f"{self.url}/push", json=body, headers=headers, timeout=10.0)
+        return httpx.post(f"{self.url}/push", json=body, headers=headers, timeout=10.0, verify=self.verify)
+
+
+class RecordingSink:
+    """A subscriber sink for in-process hub tests: keeps what was written and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class StreamReader:
     """A subscriber over a real socket: collects the raw body and the parsed events in a thread."""
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, headers: dict[str, str] | None = None, verify: ssl.SSLContext | bool = True
+    ) -> None:
         self.url = url
         self.headers = headers or {}
         self.raw = bytearray()
@@ -187,7 +243,7 @@ class StreamReader:
         self.error: BaseException | None = None
         self._parser = EventParser()
         self._lock = threading.Lock()
-        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=None))
+        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=None), verify=verify)
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._connected = threading.Event()
@@ -228,8 +284,8 @@ class StreamReader:
         pushed from now on reach it.  Unlike ``stats()["connections"]`` this
         holds on a server other tests use too.
         """
-        wait_until(lambda: self.raw.startswith(HEARTBEAT) or self.ended.is_set(), timeout)
-        assert self.raw.startswith(HEARTBEAT), f"not subscribed (status {self.status}): {self.raw!r}"
+        wait_until(lambda: OPENING.match(self.raw) is not None or self.ended.is_set(), timeout)
+        assert OPENING.match(self.raw), f"not subscribed (status {self.status}): {self.raw!r}"
 
     def wait_events(self, count: int, timeout: float = 10.0) -> list[ServerSentEvent]:
         wait_until(lambda: len(self.events) >= count or self.ended.is_set(), timeout)
@@ -291,7 +347,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("foreign_server"):
         return
     marker = metafunc.definition.get_closest_marker("engines")
-    engines = marker.args if marker is not None else ENGINES
+    engines = ENGINES if marker is None else tuple(e for e in marker.args if e in ENGINES)
     if "serve" in metafunc.fixturenames:
         metafunc.parametrize("serve", engines, indirect=True)
     if "shared_serve" in metafunc.fixturenames:

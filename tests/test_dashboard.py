@@ -43,8 +43,11 @@ SNAPSHOT_FIELDS = {
     "last_id",
     "store_unavailable",
     "histories_lost",
+    "tokens_expired",
     "store",
     "overloaded",
+    "node",
+    "cluster",
 }
 DASHBOARD_FIELDS = {"rates", "cpu_percent", "rss_bytes", "uptime", "interval", "time", "viewers"}
 RATE_FIELDS = {"events", "deliveries", "failed", "dropped"}
@@ -233,10 +236,10 @@ def test_push_token_guards_the_stats_stream(serve: Serve, subscribe: Subscribe) 
             "data": {},
         }
         assert answer.headers["www-authenticate"].startswith("Bearer")
-    by_query = subscribe(stats_url(server, "token=s3cret"))
+    # The token counts only as a header: in a URL it would end up in access logs.
+    assert httpx.get(stats_url(server, "token=s3cret"), timeout=5).status_code == 401
     by_header = subscribe(stats_url(server), authorization="Bearer s3cret")
-    assert by_query.status == by_header.status == 200
-    assert frames(by_query, 1)[0].json()["viewers"] == 2
+    assert by_header.status == 200
     frames(by_header, 1)
 
     page = httpx.get(f"{server.url}/", timeout=5)
@@ -304,3 +307,57 @@ def test_the_page_is_package_data() -> None:
     page = "static/dashboard.html"
     assert (root / "src" / "sse_fast" / page).is_file()
     assert any(fnmatch(page, pattern) for pattern in patterns), patterns
+
+
+# --------------------------------------------------------------- viewer pass
+
+
+def test_the_token_buys_a_viewer_pass_cookie_that_opens_the_stats_stream_only(
+    serve: Serve, subscribe: Subscribe
+) -> None:
+    server = serve("--store", "none", "--push-token", "s3cret")
+    session = f"{server.url}/dashboard/session"
+    refused = httpx.post(session, headers={"authorization": "Bearer wrong"}, timeout=5)
+    assert refused.status_code == 401 and "set-cookie" not in refused.headers
+    cross_site = httpx.post(
+        session, headers={"authorization": "Bearer s3cret", "origin": "https://evil.example"}, timeout=5
+    )
+    assert cross_site.status_code == 403 and "set-cookie" not in cross_site.headers
+
+    answer = httpx.post(session, headers={"authorization": "Bearer s3cret"}, timeout=5)
+    assert answer.status_code == 200
+    cookie = answer.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0] for part in cookie.split(";")}
+    assert {"HttpOnly", "SameSite", "Path", "Max-Age"} <= attributes
+    assert "Path=/stats/stream" in cookie and "SameSite=Strict" in cookie
+    assert "s3cret" not in cookie  # a pass, not the token
+    value = cookie.split(";")[0]
+    assert 12 * 3600 - 5 <= answer.json()["data"]["expires"] - time.time() <= 12 * 3600
+
+    viewer = subscribe(stats_url(server), cookie=value)
+    assert viewer.status == 200
+    frames(viewer, 1)
+    # The pass opens nothing else, and a forged one nothing at all.
+    name, _, pass_value = value.partition("=")
+    assert server.push([{"event": "x", "data": 1}], token=None).status_code == 401
+    pushed = httpx.post(
+        f"{server.url}/push", json={"events": [{"event": "x", "data": 1}]}, headers={"cookie": value}
+    )
+    assert pushed.status_code == 401
+    expiry = pass_value.partition(".")[0]
+    forged = f"{name}={int(expiry) + 3600}.{pass_value.partition('.')[2]}"
+    assert httpx.get(stats_url(server), headers={"cookie": forged}, timeout=5).status_code == 401
+
+
+def test_a_viewer_pass_from_a_jwt_lasts_until_its_exp_and_then_the_stream_ends(
+    serve: Serve, subscribe: Subscribe
+) -> None:
+    server = serve("--store", "none", "--jwt-secret", SECRET, "--jwt-leeway", "0")
+    exp = int(time.time()) + 2
+    token = jwt.encode({"sub": "ops", "exp": exp}, SECRET)
+    answer = httpx.post(f"{server.url}/dashboard/session", headers={"authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.json()["data"]["expires"] == exp
+    viewer = subscribe(stats_url(server), cookie=answer.headers["set-cookie"].split(";")[0])
+    assert viewer.status == 200
+    assert viewer.ended.wait(10)
+    assert viewer.events[-1].event == "token_expired"

@@ -14,13 +14,12 @@ Marked ``browser``.  Without a Chromium the tests skip, except under CI
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from _chromium import Chromium, find_chromium
+from _chromium import Chromium, chromium_or_skip
 from conftest import Serve, ServerProcess, Subscribe
 
 pytestmark = pytest.mark.browser
@@ -30,13 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Chromium]:
-    binary = find_chromium()
-    if binary is None:
-        message = "no Chromium found (apt-get install chromium, or set SSE_FAST_CHROMIUM)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {message}")
-        pytest.skip(message)
-    chromium = Chromium(binary, tmp_path)
+    chromium = Chromium(chromium_or_skip(), tmp_path)
     yield chromium
     chromium.close()
 
@@ -174,3 +167,36 @@ def test_with_a_push_token_the_page_shows_nothing_until_it_is_given(serve: Serve
     submit_push(browser, "ping", '"pong"')
     browser.wait_for("""sseDashboard.received.some((e) => e.data === '"pong"')""")
     no_page_errors(browser)
+
+
+@pytest.mark.redis
+def test_a_node_of_a_cluster_shows_the_cluster_with_a_row_per_node(
+    browser: Chromium, subscribe: Subscribe, tmp_path: Path
+) -> None:
+    from test_cluster import start_cluster, stop_cluster
+
+    cluster = start_cluster(tmp_path)
+    try:
+        granian, native = cluster.nodes
+        browser.open(f"{granian.url}/dashboard")
+        browser.wait_for("window.sseDashboard && sseDashboard.frames >= 1")
+        browser.wait_for("!document.getElementById('cluster').hidden")
+        wait_text(browser, "cluster-nodes", "2")
+        reader = subscribe(f"{native.url}/events?uid=elsewhere")
+        reader.wait_subscribed()
+        wait_text(browser, "cluster-connections", "2")  # the page's own stream here, one there
+        rows = browser.evaluate(
+            "[...document.querySelectorAll('#cluster-rows tr')].map((tr) =>"
+            " [...tr.children].map((td) => td.textContent))"
+        )
+        assert rows == [["granian-node (this one)", "1", "1"], ["native-node", "1", "1"]]
+        no_page_errors(browser)
+    finally:
+        stop_cluster(cluster)
+
+
+def test_a_node_alone_shows_no_cluster_panel(serve: Serve, browser: Chromium) -> None:
+    server = serve("--store", "none")
+    browser.open(f"{server.url}/dashboard")
+    browser.wait_for("window.sseDashboard && sseDashboard.frames >= 1")
+    assert browser.evaluate("document.getElementById('cluster').hidden") is True

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from sse_fast import Event, EventParser, Hub, InvalidEventError, ServerSentEvent
 from sse_fast.hub import OFFLINE, RESET_EVENT, SLOW_CONSUMER, WRITE_ERROR, Subscriber
-from sse_fast.stores import MemoryStore, SQLiteStore, Store
+from sse_fast.hub.resend import REPLAY_READS
+from sse_fast.stores import MemoryStore, SQLiteStore, Store, StoredEvent
 from test_stores import FakeClock
 
 T = TypeVar("T")
@@ -328,3 +329,67 @@ def test_replay_streams_page_by_page_and_survives_ring_overflow() -> None:
         await hub.close()
 
     run(main)
+
+
+def test_one_process_alone_is_a_cluster_of_one_in_its_figures() -> None:
+    async def main() -> None:
+        hub = Hub()
+        await hub.start()
+        for uid in ("a", "a", "b"):
+            await Connection(hub, uid).open()
+        assert hub.snapshot()["cluster"] == {
+            "nodes": [hub.node_id],
+            "connections": 3,
+            "users": 2,
+            "by_node": {hub.node_id: {"connections": 3, "users": 2}},
+        }
+        await hub.close()
+
+    run(main)
+
+
+class SlowReadsStore(MemoryStore):
+    """A memory store whose reads take a moment, counting how many are under way at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = 0
+        self.most = 0
+
+    async def _read(self, result: Awaitable[T]) -> T:
+        self.reading += 1
+        self.most = max(self.most, self.reading)
+        try:
+            await asyncio.sleep(0.001)
+            return await result
+        finally:
+            self.reading -= 1
+
+    async def list_after(self, uid: str, after_seq: int, **kw: Any) -> list[StoredEvent]:
+        return await self._read(super().list_after(uid, after_seq, **kw))
+
+    async def first_seq(self) -> int:
+        return await self._read(super().first_seq())
+
+
+def test_many_resumes_at_once_queue_for_the_store_and_each_gets_everything() -> None:
+    """The subscribers of a node that died come back together: their replays read the store
+    REPLAY_READS at a time (a Redis pool of its own size would otherwise run out and refuse
+    them), every one of them gets what it missed, and a push meanwhile is accepted."""
+
+    async def main() -> None:
+        store = SlowReadsStore()
+        hub = Hub(store=store)
+        await hub.start()
+        ids = [(await hub.push(Event("n", n)))[0] for n in range(5)]
+        connections = [Connection(hub, f"u{n}") for n in range(REPLAY_READS * 8)]
+        opening = [asyncio.ensure_future(c.open(last_event_id=ids[0])) for c in connections]
+        [during] = await hub.push(Event("n", 5))
+        await asyncio.gather(*opening)
+        await hub.drain()
+        assert store.most == REPLAY_READS
+        for connection in connections:
+            assert [e.id for e in connection.events] == [*ids[1:], during]
+        await hub.close()
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ from sse_fast.hub import RESET_EVENT, SLOW_CONSUMER
 from sse_fast.stores import MemoryStore
 from test_hub import Connection, run, settle
 from test_hub_history_lost import WipeableStore
+from test_stores import FakeClock
 
 TINY = 1e-9
 """A slice budget that is spent at the first look at the clock: 16 visits per slice."""
@@ -356,3 +357,54 @@ def test_a_transport_says_its_write_pace_unless_the_hub_was_given_one() -> None:
     assert pinned.write_pace == 0.0
     with pytest.raises(ValueError, match="write_pace"):
         Hub(write_pace=-1.0)
+
+
+async def all_due_a_heartbeat() -> tuple[Hub, list[Connection], list[int]]:
+    """35 subscribers quiet for a heartbeat and one sweep that found them (10 writes per slice);
+    returns the hub, the connections and each one's heartbeats before the sweep."""
+    clock = FakeClock()
+    hub = Hub(heartbeat=15, slice_seconds=10.0, slice_visits=10, clock=clock)
+    await hub.start()
+    conns = [await Connection(hub, f"u{n}").open() for n in range(35)]
+    await settle()
+    before = [c.parser.comments for c in conns]
+    clock.now += 15
+    hub.sweep()
+    return hub, conns, before
+
+
+def test_heartbeats_of_many_quiet_subscribers_go_out_in_slices() -> None:
+    """Idle connections that opened together fall due together: their heartbeats take slices of
+    at most ``slice_visits`` writes, not one long turn, and each gets exactly one."""
+
+    async def main() -> None:
+        hub, conns, before = await all_due_a_heartbeat()
+        reached = []
+        for _ in range(4):
+            await one_turn()
+            reached.append(sum(1 for c, b in zip(conns, before, strict=True) if c.parser.comments > b))
+        assert reached[0] == 10 and reached[-1] == 35
+        assert reached == sorted(reached)
+        hub.sweep()  # nobody is quiet any more: no second heartbeat
+        await hub.drain()
+        assert [c.parser.comments for c in conns] == [b + 1 for b in before]
+        assert hub.stats.heartbeats == 35
+        await hub.close()
+
+    run(main)
+
+
+def test_a_subscriber_written_to_before_its_heartbeat_is_not_beaten() -> None:
+    """An event that reaches a subscriber while its heartbeat waits for a slice makes the
+    heartbeat unnecessary: it is skipped, and the event leaves first."""
+
+    async def main() -> None:
+        hub, conns, before = await all_due_a_heartbeat()  # 35 due: queued for the slices
+        await hub.push(Event("e", 1), uids=["u34"])
+        await hub.drain()
+        assert [e.data for e in conns[34].events] == ["1"]
+        assert conns[34].parser.comments == before[34]
+        assert [c.parser.comments - b for c, b in zip(conns[:34], before[:34], strict=True)] == [1] * 34
+        await hub.close()
+
+    run(main)

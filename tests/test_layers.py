@@ -22,11 +22,19 @@ RANKS: dict[str, int] = {
     "sse_fast.ids": 1,
     "sse_fast.event": 1,
     "sse_fast.request": 1,
+    "sse_fast.redact": 1,
+    "sse_fast.config_sources": 3,
+    "sse_fast.access_log": 5,
     "sse_fast.responses": 1,
     "sse_fast.deadlines": 1,
     "sse_fast.metrics": 1,
+    "sse_fast.jwt_keys": 1,
+    "sse_fast.origins": 1,
     "sse_fast.parentwatch": 1,
+    "sse_fast.wakeup": 1,  # a cancel-safe timed wait (asyncio only): the bus and anything above
+    "sse_fast.tls": 1,  # TLS contexts from files (standard library only): server and clients alike
     "sse_fast.stores": 2,
+    "sse_fast.bus": 3,
     "sse_fast.config": 3,
     "sse_fast.hub": 4,
     "sse_fast.operations": 5,
@@ -63,6 +71,7 @@ CLIENT_MAY_USE = (
     "sse_fast.errors",
     "sse_fast.json_text",
     "sse_fast.protocol",
+    "sse_fast.tls",
     *CLIENT_SIDE,
 )
 

@@ -139,7 +139,7 @@ def test_with_a_push_token_publishing_and_figures_require_it() -> None:
     for path in ("/healthz", "/readyz", "/openapi.json", "/"):
         assert operation(doc, "GET", path)["security"] == []
         assert 401 not in statuses(doc, "GET", path)
-    assert set(doc["components"]["securitySchemes"]) == {"pushToken", "pushTokenQuery"}
+    assert set(doc["components"]["securitySchemes"]) == {"pushToken"}  # never in the query string
 
 
 def test_subscribers_name_themselves_with_uid_unless_they_bring_a_jwt() -> None:

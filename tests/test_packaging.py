@@ -77,6 +77,7 @@ def test_wheel_contains_the_compiled_core(wheel: Path) -> None:
     names = _names(wheel)
     cores = [n for n in names if fnmatch(n, "sse_fast/_core.*.so") or fnmatch(n, "sse_fast/_core.*.pyd")]
     assert len(cores) == 1, names
+    assert "sse_fast/_core.c" not in names  # Cython's generated C: 1 MB that no import uses
 
 
 def test_wheel_contains_type_information(wheel: Path) -> None:

@@ -57,3 +57,29 @@ def test_a_worker_whose_parent_is_already_gone_stops_at_once(tmp_path: Path) -> 
     assert result.returncode == -signal.SIGTERM
     assert time.monotonic() - started < 10
     assert "is gone: stopping this worker" in result.stderr
+
+
+def test_the_listening_announcer_imports_nothing_while_granian_forks() -> None:
+    """A module import under way in the parent's announcing thread when granian forks a worker
+    leaves that module's import lock held in the worker forever: with ``rediss://`` the
+    worker's first TLS connection needs the ``idna`` codec the announcer's first
+    ``getaddrinfo`` imported, and hung at startup (about one start in three, granian only)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import socket, sys, threading\n"
+        "from sse_fast.engines.setup import announce_when_listening\n"
+        "imported = []\n"
+        "def note(event, args):\n"
+        "    if event == 'import' and threading.current_thread().name == 'sse-fast-announce':\n"
+        "        imported.append(args[0])\n"
+        "sys.addaudithook(note)\n"
+        "listener = socket.create_server(('127.0.0.1', 0))\n"
+        "announce_when_listening('127.0.0.1', listener.getsockname()[1], timeout=5).join(5)\n"
+        "print('imported in the thread:', imported)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "listening on http://127.0.0.1:" in result.stdout  # the thread did connect and announce
+    assert "imported in the thread: []" in result.stdout, result.stdout

@@ -15,11 +15,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 import redis
 
+from _certs import CertificateFiles
 from conftest import (
     HOST,
     Serve,
@@ -35,9 +37,24 @@ pytestmark = pytest.mark.redis
 
 
 class RedisServer:
-    """A throw-away redis-server without persistence, which a test may flush, stop or freeze."""
+    """A throw-away redis-server, which a test may flush, stop or freeze.
 
-    def __init__(self, directory: Path) -> None:
+    Without persistence, unless ``durable``: then every write is in its
+    append-only file before Redis answers (``appendfsync always``), and a
+    restart (:meth:`start` again, same port and directory) loses nothing.
+    With ``tls`` it speaks TLS only (no plain port), with that certificate
+    (self-signed: its own CA) and no client certificates asked for; change
+    ``tls`` before a restart to serve another certificate on the same port.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        durable: bool = False,
+        password: str | None = None,
+        tls: CertificateFiles | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("CI"):
@@ -47,21 +64,43 @@ class RedisServer:
         self.directory = directory
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.durable = durable
+        self.password = password
+        self.tls = tls
 
     def start(self) -> RedisServer:
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                self.tls.cert,
+                "--tls-key-file",
+                self.tls.key,
+                "--tls-ca-cert-file",
+                self.tls.cert,
+                "--tls-auth-clients",
+                "no",
+            ]
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 HOST,
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.durable else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -70,13 +109,23 @@ class RedisServer:
         return self
 
     def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:  # refused its options (a build without TLS, say): say so
+            pytest.fail(f"redis-server exited with {self.proc.returncode}: {self.proc.args!r}")
         try:
             return bool(self.client().ping())
         except redis.RedisError:
             return False
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port, socket_timeout=2)
+        return redis.Redis(
+            host=HOST,
+            port=self.port,
+            socket_timeout=2,
+            password=self.password,
+            ssl=self.tls is not None,
+            ssl_ca_certs=None if self.tls is None else self.tls.cert,
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -95,7 +144,20 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0?prefix=failures"
+        return self.store_url()
+
+    def store_url(
+        self, prefix: str = "failures", *, password: str | None = None, ca: str | None = None
+    ) -> str:
+        """``--store`` for this Redis: ``rediss://`` trusting ``ca`` (default: its certificate) when it
+        speaks TLS, with ``password`` (default: its own) percent-encoded."""
+        password = self.password if password is None else password
+        secret = f":{quote(password, safe='')}@" if password else ""
+        query = f"prefix={quote(prefix, safe='')}"
+        if self.tls is not None:  # the form an operator writes: the path's slashes as they are
+            query += f"&ssl_ca_certs={quote(ca or self.tls.cert, safe='/')}"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{secret}{HOST}:{self.port}/0?{query}"
 
 
 @pytest.fixture

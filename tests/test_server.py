@@ -16,17 +16,17 @@ import jwt
 import pytest
 
 from conftest import (
+    HEARTBEAT,
     HOST,
     Serve,
     ServerProcess,
     SharedServe,
     Subscribe,
     nothing_else_arrived,
+    split_opening,
     unique_uid,
     wait_until,
 )
-
-HEARTBEAT = b": heartbeat\n\n"
 
 
 def events_url(server: ServerProcess, query: str) -> str:
@@ -50,7 +50,9 @@ def test_unicast_arrives_as_exact_wire_bytes(shared_serve: SharedServe, subscrib
     assert reader.response_headers["content-type"].startswith("text/event-stream")
     assert reader.response_headers["cache-control"] == "no-cache"
     assert reader.response_headers["x-accel-buffering"] == "no"
-    wait_until(lambda: bytes(reader.raw) == HEARTBEAT)
+    reader.wait_subscribed()
+    retry, rest = split_opening(bytes(reader.raw))
+    assert retry is not None and 1500 <= retry <= 4500 and rest == b""
 
     answer = server.push([{"event": "greeting", "data": {"hello": "world"}}], uids=[uid])
     assert answer.status_code == 200
@@ -60,7 +62,7 @@ def test_unicast_arrives_as_exact_wire_bytes(shared_serve: SharedServe, subscrib
 
     reader.wait_events(1)
     expected = f'id: {event_id}\nevent: greeting\ndata: {{"hello":"world"}}\n\n'.encode()
-    assert bytes(reader.raw) == HEARTBEAT + expected
+    assert split_opening(bytes(reader.raw)) == (retry, expected)
 
 
 def test_broadcast_reaches_everyone_and_unicast_only_its_user(
@@ -157,9 +159,10 @@ def test_multiline_data_is_split_into_data_lines(shared_serve: SharedServe, subs
 def test_heartbeats_on_connect_and_after_silence(serve: Serve, subscribe: Subscribe) -> None:
     server = serve("--store", "none", "--heartbeat", "0.3")
     reader = subscribe(events_url(server, "uid=1"))
-    wait_until(lambda: reader.raw.count(HEARTBEAT) >= 3, timeout=10)
+    wait_until(lambda: reader.raw.count(HEARTBEAT) >= 2, timeout=10)
     assert reader.events == []
-    assert set(bytes(reader.raw).split(HEARTBEAT)) == {b""}
+    _, rest = split_opening(bytes(reader.raw))
+    assert set(rest.split(HEARTBEAT)) == {b""}
 
 
 def test_a_client_that_went_away_is_removed_within_a_heartbeat(serve: Serve) -> None:
@@ -389,7 +392,18 @@ def test_more_than_one_worker_is_refused_with_the_reason(tmp_path: Path) -> None
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "--workers" in result.stderr and "bus" in result.stderr
+    assert "--workers" in result.stderr and "redis://" in result.stderr and "SQLite" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("store", "bus"), [("memory://", "auto"), (None, "auto"), ("redis://127.0.0.1:6379/0", "local")]
+)
+def test_workers_need_the_redis_bus(store: str | None, bus: str) -> None:
+    from sse_fast.config import ServeConfig
+
+    with pytest.raises(ValueError, match="--workers: above 1 needs a redis:// store"):
+        ServeConfig(workers=2, store=store, bus=bus).validate()
+    ServeConfig(workers=2, store="redis://127.0.0.1:6379/0").validate()
 
 
 # --------------------------------------------------------------- figures
@@ -429,6 +443,8 @@ def test_sigterm_says_goodbye_and_exits_cleanly(serve: Serve, subscribe: Subscri
     server = serve("--store", "none")
     readers = [subscribe(events_url(server, f"uid={n}")) for n in range(3)]
     wait_until(lambda: server.stats()["connections"] == 3)
+    for reader in readers:
+        reader.wait_subscribed()
     started = time.monotonic()
     assert server.stop(timeout=15) == 0
     assert time.monotonic() - started < 10
@@ -437,8 +453,46 @@ def test_sigterm_says_goodbye_and_exits_cleanly(serve: Serve, subscribe: Subscri
         [goodbye] = reader.events
         assert goodbye.event == "shutdown"
         assert goodbye.json() == {"reason": "server shutting down"}
-        assert goodbye.retry is not None
+        # The goodbye repeats the stream's own reconnection time: its clients stay spread.
+        assert goodbye.retry == split_opening(bytes(reader.raw))[0]
         assert reader.error is None
+
+
+def test_each_stream_opens_with_its_own_retry_spread_by_the_jitter(
+    shared_serve: SharedServe, subscribe: Subscribe
+) -> None:
+    server = shared(shared_serve)
+    readers = [subscribe(events_url(server, f"uid={unique_uid()}")) for _ in range(40)]
+    retries = []
+    for reader in readers:
+        reader.wait_subscribed()
+        retry, _ = split_opening(bytes(reader.raw))
+        assert retry is not None
+        retries.append(retry)
+    # --retry-ms 3000 and --retry-jitter 0.5 by default: 1500-4500 ms, uniformly. Forty
+    # streams all within 300 ms of each other would happen with odds below 1e-30.
+    assert all(1500 <= retry <= 4500 for retry in retries), retries
+    assert max(retries) - min(retries) > 300, retries
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(("--retry-ms", "2000", "--retry-jitter", "0"), 2000), (("--retry-ms", "0"), None)],
+    ids=["no-jitter", "none-sent"],
+)
+def test_retry_ms_and_jitter_set_what_a_stream_opens_with(
+    serve: Serve, subscribe: Subscribe, args: tuple[str, ...], expected: int | None
+) -> None:
+    server = serve("--store", "none", *args)
+    readers = [subscribe(events_url(server, f"uid={n}")) for n in range(3)]
+    for reader in readers:
+        reader.wait_subscribed()
+        assert split_opening(bytes(reader.raw)) == (expected, b"")
+    assert server.stop(timeout=15) == 0
+    for reader in readers:
+        assert reader.ended.wait(5)
+        [goodbye] = reader.events
+        assert goodbye.retry == (expected if expected is not None else 1000)
 
 
 def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:

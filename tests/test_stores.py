@@ -345,6 +345,22 @@ def test_retention_by_count(backend: Backend) -> None:
     run(body())
 
 
+def test_memory_store_forgets_the_recipient_sets_of_the_events_it_drops() -> None:
+    """The sets that answer "was this uid a recipient" for events of many users go with the events."""
+
+    async def body() -> None:
+        store = await opened(MemoryStore(max_events=5))
+        many = tuple(f"u{n}" for n in range(100))
+        for i in range(20):
+            await store.save([ev(i, many)])
+        assert len(store._recipients) == 5
+        assert [e.data for e in await store.list_after("u99", 0)] == [f'{{"n":{n}}}' for n in range(15, 20)]
+        assert await store.list_after("u100", 0) == []
+        await store.close()
+
+    run(body())
+
+
 def test_retention_by_age(backend: Backend) -> None:
     async def body() -> None:
         clock = FakeClock()
@@ -520,7 +536,9 @@ def test_close_commits_queued_saves(backend: Backend) -> None:
         tasks = [asyncio.ensure_future(store.save([ev(i)])) for i in range(50)]
         await asyncio.sleep(0)  # all queued
         await store.close()
-        assert [t.result()[0].seq for t in tasks] == list(range(1, 51))
+        # Each was answered by the close (its caller resumes at the loop's next turns).
+        saved = await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
+        assert [stored[0].seq for stored in saved] == list(range(1, 51))
 
     run(body())
 

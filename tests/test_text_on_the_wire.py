@@ -15,6 +15,7 @@ In-process: tests/test_text_rules.py, tests/test_json_text.py, tests/test_framin
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,16 @@ import httptools
 import httpx
 import pytest
 
-from conftest import HOST, ServerProcess, SharedServe, Subscribe, nothing_else_arrived, unique_uid, wait_until
+from conftest import (
+    HOST,
+    OPENING,
+    ServerProcess,
+    SharedServe,
+    Subscribe,
+    nothing_else_arrived,
+    unique_uid,
+    wait_until,
+)
 from sse_fast import EventParser, ServerSentEvent
 
 SOCKET_LIMIT = 15.0
@@ -91,8 +101,8 @@ class RawStream:
 
     def wait_subscribed(self) -> None:
         """Until the connect heartbeat arrived: the hub registered the subscriber."""
-        self._read_until(lambda: self.raw.startswith(b": heartbeat\n\n"))
-        assert self.status == 200 and self.raw.startswith(b": heartbeat\n\n"), (self.status, self.raw)
+        self._read_until(lambda: OPENING.match(self.raw) is not None)
+        assert self.status == 200 and OPENING.match(self.raw), (self.status, self.raw)
 
     def read_events(self, count: int) -> list[ServerSentEvent]:
         self._read_until(lambda: len(self.events) >= count)
@@ -235,6 +245,7 @@ def test_json_data_with_line_separators_is_escaped_so_iter_lines_reads_the_parse
     ):
         lines = response.iter_lines()
         assert [next(lines), next(lines)] == [": heartbeat", ""]
+        assert re.fullmatch(r"retry: \d+", next(lines)) and next(lines) == ""
         [event_id] = ids_of(server.push([{"event": "text", "data": value}], uids=[uid]))
         got = [next(lines) for _ in range(4)]  # the event's lines, if nothing was injected
     escape = f"\\u{ord(char):04x}"

@@ -3,10 +3,19 @@
 The compiled core (framing, parsing, fan-out ring) lives in ``sse_fast._core``;
 the :class:`Hub` holds subscribers and pushes to them; transports, stores and
 the client are built on top.
+
+Only the core and the exceptions load with the package: everything else loads
+on first use (PEP 562 ``__getattr__``), so a client-only program that imports
+``sse_fast`` or ``sse_fast.client`` never pays for the hub, the stores, Redis or
+granian, while ``from sse_fast import Hub`` works as before.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._core import HEARTBEAT, EventParser, FanoutRing, ServerSentEvent, encode_comment, encode_event
-from .client import Client
 from .errors import (
     ClientError,
     ClientStoppedError,
@@ -19,11 +28,42 @@ from .errors import (
     RetriesExhaustedError,
     SSEFastError,
 )
-from .event import Event
-from .hub import OFFLINE, SHUTDOWN_EVENT, SLOW_CONSUMER, WRITE_ERROR, Hub, HubClosedError, HubFullError
-from .sync_client import SyncClient
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .event import Event
+    from .hub import OFFLINE, SHUTDOWN_EVENT, SLOW_CONSUMER, WRITE_ERROR, Hub, HubClosedError, HubFullError
+    from .sync_client import SyncClient
 
 __version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "Client": ".client",
+    "SyncClient": ".sync_client",
+    "Event": ".event",
+    "Hub": ".hub",
+    "HubClosedError": ".hub",
+    "HubFullError": ".hub",
+    "OFFLINE": ".hub",
+    "SHUTDOWN_EVENT": ".hub",
+    "SLOW_CONSUMER": ".hub",
+    "WRITE_ERROR": ".hub",
+}
+"""Public names loaded on first access, and the module that defines each."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "HEARTBEAT",

@@ -26,6 +26,7 @@ import types
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
+from .access_log import AccessLog
 from .auth import UidResolver, query_uid
 from .config import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY
 from .deadlines import BodyDeadlines
@@ -262,7 +263,8 @@ class SSEApp:
     ``manage_hub`` lets the app start the hub (at lifespan startup or on the
     first request) and close it at shutdown; turn it off when the enclosing
     application owns the hub's life.  ``body_timeout`` is how long a
-    request body may take to arrive in full (408 past it).
+    request body may take to arrive in full (408 past it).  ``access_log``
+    writes a line per push, request and subscription (:mod:`sse_fast.access_log`).
     """
 
     def __init__(
@@ -276,11 +278,17 @@ class SSEApp:
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         watch_disconnect: bool = True,
         manage_hub: bool = True,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.hub = hub
         self._body_deadlines = BodyDeadlines(body_timeout)
         self.endpoints = Endpoints(
-            hub, resolve_uid=resolve_uid, push_token=push_token, cors_origins=cors_origins, max_body=max_body
+            hub,
+            resolve_uid=resolve_uid,
+            push_token=push_token,
+            cors_origins=cors_origins,
+            max_body=max_body,
+            access_log=access_log,
         )
         self.watch_disconnect = watch_disconnect
         self.manage_hub = manage_hub
@@ -355,6 +363,8 @@ class SSEApp:
             elif message["type"] == "lifespan.shutdown":
                 if self.manage_hub:
                     await self.hub.close()
+                if self.endpoints.access_log is not None:
+                    self.endpoints.access_log.close()  # the last lines (the subscriptions' closes) written
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -389,6 +399,13 @@ class SSEApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request.from_scope(scope)
+        access_log = self.endpoints.access_log
+        if access_log is None:
+            await self._dispatch(request, scope, receive, send)
+        else:
+            await self._dispatch_logged(access_log, request, scope, receive, send)
+
+    async def _dispatch(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             if request.method == "OPTIONS":
                 await send_response(send, self.endpoints.preflight(request))
@@ -397,10 +414,40 @@ class SSEApp:
             await self._ensure_started()
             await self._handlers[route.name](request, scope, receive, send)
         except HTTPError as exc:
+            if request.log is not None:
+                request.log.status = exc.status  # a subscription's send is not watched
             await send_response(send, self.endpoints.error(request, exc))
         except Exception:  # a fault of ours: still the JSON error format, as a 5xx
             logger.exception("%s %s failed", request.method, request.path)
+            if request.log is not None:
+                request.log.status = 500
             await send_response(send, self.endpoints.error(request, HTTPError(500, "server: internal error")))
+
+    async def _dispatch_logged(
+        self, access_log: AccessLog, request: Request, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """:meth:`_dispatch`, with the request's line in the access log once it is answered.
+
+        The status is read off ``send``; a subscription's ``send`` is left as
+        the server gave it (granian's compiled one is called directly by the
+        fan-out), its refusals' statuses noted by :meth:`_dispatch` and its
+        lines written when it opens and closes.
+        """
+        log = access_log.begin(request, scope.get("client"))
+        route = self.route_table.find(request.method, request.path)
+        server_send = send
+        if route is None or route.name != SUBSCRIBE:
+
+            async def noting_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    log.status = message["status"]
+                await server_send(message)
+
+            send = noting_status
+        try:
+            await self._dispatch(request, scope, receive, send)
+        finally:
+            access_log.request_done(request, log.status)
 
     @staticmethod
     def _answer(
@@ -569,7 +616,9 @@ class DisconnectWatch:
 
 async def send_response(send: Send, response: Response) -> None:
     """Send a complete response; a client that already left gets nothing, quietly."""
-    headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
-    with contextlib.suppress(Exception):  # the client may be gone: nothing to tell it
+    headers = [*response.headers, (b"content-length", b"%d" % len(response.body))]
+    try:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body, "more_body": False})
+    except Exception:  # the client may be gone: nothing to tell it
+        pass

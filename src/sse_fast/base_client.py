@@ -9,15 +9,34 @@ client.py and sync_client.py keep only how they read, wait and call back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeAlias
 
 import httpx
 
 from .errors import ClientError, ClientStoppedError, ConnectionLostError
 from .eventsource import EventCallback, EventSourceMachine
 from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState
+from .tls import client_verify
 
-__all__ = ["CONNECTION_ERRORS", "BaseClient", "connection_error", "request_headers"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "BaseClient",
+    "SyncTokenProvider",
+    "TokenProvider",
+    "Verify",
+    "connection_error",
+    "request_headers",
+    "token_failed",
+]
+
+Verify: TypeAlias = "ssl.SSLContext | str | bool"
+"""How a client checks an ``https`` server: True (the system's CAs), a CA file (PEM), a context, or False."""
+SyncTokenProvider = Callable[[], str]
+"""A callable that returns the bearer token to connect with (called before every connection)."""
+TokenProvider = Callable[[], "str | Awaitable[str]"]
+"""The same for the async client: it may also be a coroutine function."""
 
 #: The httpx failures that end one connection (anything else is a bug and propagates).
 CONNECTION_ERRORS = (httpx.RequestError, httpx.InvalidURL)
@@ -25,7 +44,9 @@ CONNECTION_ERRORS = (httpx.RequestError, httpx.InvalidURL)
 
 def connection_error(exc: Exception) -> ClientError:
     """Map an httpx failure to what the machine understands: passing, or final for a bad URL."""
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects)):
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects)) or (
+        _certificate_refused(exc)
+    ):
         stopped = ClientStoppedError(f"{type(exc).__name__}: {exc}")
         stopped.__cause__ = exc
         return stopped
@@ -34,9 +55,41 @@ def connection_error(exc: Exception) -> ClientError:
     return lost
 
 
-def request_headers(headers: Mapping[str, str]) -> httpx.Headers:
-    """The machine's headers for httpx, in UTF-8 as browsers send them: a Last-Event-ID may be any text."""
-    return httpx.Headers(headers, encoding="utf-8")
+def _certificate_refused(exc: BaseException) -> bool:
+    """The server's certificate failed verification: a retry would fail the same way, so the client stops."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def request_headers(headers: Mapping[str, str], token: str | None = None) -> httpx.Headers:
+    """The machine's headers for httpx, in UTF-8 as browsers send them: a Last-Event-ID may be any text.
+
+    ``token``, when given, goes as ``Authorization: Bearer`` (it wins over one in the headers).
+    """
+    out = httpx.Headers(headers, encoding="utf-8")
+    if token is not None:
+        out["authorization"] = f"Bearer {token}"
+    return out
+
+
+def token_failed(exc: Exception) -> ConnectionLostError:
+    """A token provider that raised: the attempt failed, and is retried with the usual backoff."""
+    lost = ConnectionLostError(f"the token provider failed: {type(exc).__name__}: {exc}")
+    lost.__cause__ = exc
+    return lost
+
+
+def checked_token(token: object) -> str:
+    """A provider's answer, which must be a non-empty string (otherwise the attempt fails)."""
+    if not isinstance(token, str) or not token:
+        raise TypeError(f"token: the provider must return a non-empty string, got {token!r}")
+    return token
 
 
 class BaseClient:
@@ -54,8 +107,11 @@ class BaseClient:
         timeout: float | None,
         read_timeout: float | None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        verify: Verify = True,
+        token: object = None,
     ) -> None:
         self.url = url
+        self._verify = client_verify(verify, option="verify") if isinstance(verify, str) else verify
         self._machine = EventSourceMachine(
             url,
             headers=headers,
@@ -64,6 +120,7 @@ class BaseClient:
             max_retry=max_retry,
             max_attempts=max_attempts,
             max_event_size=max_event_size,
+            fresh_tokens=callable(token),
         )
         self._timeout = httpx.Timeout(timeout, read=read_timeout)
 

@@ -20,7 +20,16 @@ from types import TracebackType
 import httpx
 
 from ._core import ServerSentEvent
-from .base_client import CONNECTION_ERRORS, BaseClient, connection_error, request_headers
+from .base_client import (
+    CONNECTION_ERRORS,
+    BaseClient,
+    TokenProvider,
+    Verify,
+    checked_token,
+    connection_error,
+    request_headers,
+    token_failed,
+)
 from .errors import ClientStoppedError
 from .eventsource import ERROR_BODY_LIMIT, ERROR_BODY_SECONDS, Decision, EventCallback, ListenerCall, Stop
 from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState
@@ -42,6 +51,17 @@ class Client(BaseClient):
     the request; ``read_timeout`` (None: wait forever) is the longest silence
     tolerated on an open stream: set it above the server's heartbeat interval
     to notice dead connections.  An ``http_client`` you pass is not closed.
+    ``verify`` is how an ``https`` server is checked: True (the system's CAs),
+    the path of a PEM file of CA certificates (e.g. a self-signed server's own
+    certificate), an ``ssl.SSLContext``, or False (no check); it applies to the
+    client's own httpx client (configure an ``http_client`` you pass yourself).
+
+    ``token`` is sent as ``Authorization: Bearer``: a string, or a token
+    provider (a function or coroutine function returning the token) called
+    before every connection, so that a stream the server ended with
+    ``token_expired`` resumes at once, with a fresh token and
+    ``Last-Event-ID``: nothing missed, nothing twice.  A provider that raises
+    fails that attempt, which is retried as a dropped connection is.
 
     Iterating (``async for event in client``) buffers up to ``max_queue``
     events, then stops reading the socket until the loop catches up (callbacks
@@ -55,6 +75,7 @@ class Client(BaseClient):
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
+        token: str | TokenProvider | None = None,
         last_event_id: str = "",
         retry: float = 3.0,
         max_retry: float = 30.0,
@@ -64,6 +85,7 @@ class Client(BaseClient):
         max_queue: int = 1024,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         http_client: httpx.AsyncClient | None = None,
+        verify: Verify = True,
     ) -> None:
         super().__init__(
             url,
@@ -75,9 +97,12 @@ class Client(BaseClient):
             timeout=timeout,
             read_timeout=read_timeout,
             max_event_size=max_event_size,
+            verify=verify,
+            token=token,
         )
         self._http = http_client
         self._owns_http = http_client is None
+        self._token = token
         self._channel: _EventChannel | None = None
         self._max_queue = max_queue
         self._task: asyncio.Task[None] | None = None
@@ -181,10 +206,18 @@ class Client(BaseClient):
         """One connection, from the request to its end; returns what the machine decided next."""
         machine = self._machine
         sent = machine.begin_attempt()
+        try:
+            token = await self._fresh_token()
+        except Exception as exc:
+            return machine.connection_closed(token_failed(exc))
         http = self._http_client()
         try:
             async with http.stream(
-                "GET", self.url, headers=request_headers(sent), timeout=self._timeout, follow_redirects=True
+                "GET",
+                self.url,
+                headers=request_headers(sent, token),
+                timeout=self._timeout,
+                follow_redirects=True,
             ) as response:
                 if await self._open(response):
                     async for chunk in response.aiter_bytes():
@@ -197,6 +230,16 @@ class Client(BaseClient):
         except CONNECTION_ERRORS as exc:
             return machine.connection_closed(connection_error(exc))
         return machine.connection_closed()
+
+    async def _fresh_token(self) -> str | None:
+        """The token for this attempt: the string given, or the provider's answer now."""
+        token = self._token
+        if token is None or isinstance(token, str):
+            return token
+        answer = token()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return checked_token(answer)
 
     async def _open(self, response: httpx.Response) -> bool:
         """Hand the response to the machine; True if it opened the stream (``connect()`` then returns)."""
@@ -223,7 +266,7 @@ class Client(BaseClient):
 
     def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient()
+            self._http = httpx.AsyncClient(verify=self._verify)
         return self._http
 
     async def _close_http(self) -> None:

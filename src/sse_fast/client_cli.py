@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
+import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +25,7 @@ from . import json_text
 from ._core import ServerSentEvent
 from .errors import ClientStoppedError
 from .sync_client import SyncClient
+from .tls import client_verify
 
 __all__ = ["add_listen_parser", "add_push_parser", "listen", "main", "push"]
 
@@ -51,6 +55,15 @@ def add_listen_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="'NAME: VALUE'",
         help="extra request header (repeatable)",
     )
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", default=None, metavar="T", help="sent as 'Authorization: Bearer T'")
+    token.add_argument(
+        "--token-command",
+        default=None,
+        metavar="CMD",
+        help="run CMD (a shell command) before every connection and send what it prints as "
+        "'Authorization: Bearer ...': a fresh token after the server's token_expired",
+    )
     parser.add_argument(
         "--event",
         dest="events",
@@ -74,6 +87,7 @@ def add_listen_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="give up after N failed attempts in a row (default: never)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connects and reconnects to stderr")
+    _add_tls_options(parser)
     parser.set_defaults(func=listen)
     return parser
 
@@ -105,8 +119,33 @@ def add_push_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--token", default=None, metavar="T", help="sent as 'Authorization: Bearer T'")
     parser.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS", help="request timeout")
+    _add_tls_options(parser)
     parser.set_defaults(func=push)
     return parser
+
+
+def _add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """How an ``https://`` server's certificate is checked (default: against the system's CAs)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cacert",
+        metavar="FILE",
+        default=None,
+        help="trust the CA certificates in this PEM file (e.g. a self-signed server's certificate) "
+        "instead of the system's",
+    )
+    group.add_argument(
+        "-k", "--insecure", action="store_true", help="do not check the server's certificate at all"
+    )
+
+
+def _verify(args: argparse.Namespace) -> ssl.SSLContext | bool | None:
+    """The ``verify`` for httpx, or None after printing why ``--cacert`` cannot be used."""
+    try:
+        return client_verify(args.cacert, args.insecure)
+    except ValueError as exc:
+        print(f"sse-fast {args.command}: error: {exc}", file=sys.stderr)
+        return None
 
 
 # -- listen ---------------------------------------------------------------
@@ -122,12 +161,17 @@ def listen(args: argparse.Namespace) -> int:
     if not args.verbose:
         # The one-line error below says why we stop; keep the client's own warning out of the way.
         logging.getLogger("sse_fast.client").setLevel(logging.ERROR)
+    verify = _verify(args)
+    if verify is None:
+        return EXIT_ERROR
     client = SyncClient(
         args.url,
         headers=dict(args.headers),
+        token=command_token(args.token_command) if args.token_command else args.token,
         last_event_id=args.last_event_id,
         retry=args.retry,
         max_attempts=args.max_attempts,
+        verify=verify,
     )
     write = _json_line if args.json else _human_line
     out = sys.stdout
@@ -155,6 +199,19 @@ def listen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_token(command: str) -> Callable[[], str]:
+    """A token provider that runs ``command`` in a shell and returns its output, stripped."""
+
+    def token() -> str:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode != 0:
+            detail = done.stderr.strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"--token-command exited with {done.returncode} {detail[0]}".rstrip())
+        return done.stdout.strip()
+
+    return token
+
+
 def _json_line(event: ServerSentEvent) -> str:
     return orjson.dumps({"event": event.event, "data": event.data, "id": event.id}).decode() + "\n"
 
@@ -177,9 +234,12 @@ def push(args: argparse.Namespace) -> int:
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
     url = push_url(args.url)
+    verify = _verify(args)
+    if verify is None:
+        return EXIT_ERROR
     try:
         response = httpx.post(
-            url, content=json_text.dumps(body).encode(), headers=headers, timeout=args.timeout
+            url, content=json_text.dumps(body).encode(), headers=headers, timeout=args.timeout, verify=verify
         )
     except httpx.HTTPError as exc:
         print(f"sse-fast push: error: {url}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ ends when the application's hub closes (it then says goodbye to the viewers).
 A ``stats`` frame's data is :meth:`Hub.snapshot` (``connections``, ``users``,
 ``events``, ``deliveries``, ``failed``, ``failed_by_reason``, ``dropped``,
 ``slow_consumers``, ``heartbeats``, ``replayed``, ``resets``, ``ring``,
-``last_id``) plus:
+``last_id``, ``node``, ``cluster``) plus:
 
 - ``rates``: ``events``, ``deliveries``, ``failed``, ``dropped`` per second
   over the last ``interval`` seconds;
@@ -25,11 +25,19 @@ A ``stats`` frame's data is :meth:`Hub.snapshot` (``connections``, ``users``,
 - ``uptime`` (seconds since the dashboard was set up with the app),
   ``interval``, ``time`` (Unix seconds) and ``viewers`` (open stats streams).
 
-Authorisation follows the app's: with a push token, the stream needs it
-(``?token=``, as ``EventSource`` cannot send headers, or ``Authorization:
-Bearer``); otherwise, with a subscriber resolver other than the open
-``?uid=`` one (a JWT), it needs what ``/events`` needs.  The page itself holds
-no figures, so it loads without a token and asks for one.
+Authorisation follows the app's: with a push token, the stream needs it;
+otherwise, with a subscriber resolver other than the open ``?uid=`` one (a
+JWT), it needs what ``/events`` needs.  The page itself holds no figures, so
+it loads without a token and asks for one.  An ``EventSource`` cannot send
+``Authorization``, and the push token must never travel in a URL (access
+logs, history), so the page trades the token for a **viewer pass**:
+``POST /dashboard/session`` with ``Authorization: Bearer <token>`` answers
+with a cookie (``HttpOnly``, ``SameSite=Strict``, ``Path`` the stats stream,
+``Secure`` over HTTPS) holding an expiry and an HMAC of it under a key of
+this process: it lets its holder watch the figures until then (12 hours, or
+the JWT's ``exp``), nothing else, and the stream ends with ``token_expired``
+when it lapses.  Scripts may still send ``Authorization: Bearer`` to the
+stream itself.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -47,11 +56,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .asgi import Receive, Scope, Send, SSEApp, send_response
-from .auth import check_push_token, query_uid
+from .auth import Principal, check_push_token, cookie, query_uid
 from .errors import HTTPError
 from .event import Event
 from .hub import Hub
-from .operations import EVENT_STREAM, RETRY_AFTER, Answer, Operation
+from .operations import EVENT_STREAM, JSON_MEDIA, RETRY_AFTER, Answer, Operation
+from .origins import check_same_origin
 from .request import Request
 from .responses import Response
 
@@ -62,6 +72,11 @@ STATS_EVENT = "stats"
 
 PAGE_PATHS = ("/", "/dashboard")
 STREAM_PATH = "/stats/stream"
+SESSION_PATH = "/dashboard/session"
+VIEWER_COOKIE = "sse_fast_viewer"
+"""The cookie that holds a viewer pass to the stats stream."""
+PASS_SECONDS = 12 * 3600
+"""How long a viewer pass lasts at most."""
 PUBLISHER_TASK_NAME = "sse_fast.dashboard.publisher"
 VIEWER_UID = "viewer"
 RATE_KEYS = ("events", "deliveries", "failed", "dropped")
@@ -76,7 +91,10 @@ STREAM_OPERATION = Operation(
     summary="The dashboard's stats stream",
     description=(
         f"An endless `text/event-stream` of `event: {STATS_EVENT}` frames, one a second: the /stats "
-        "figures plus `rates`, `cpu_percent`, `rss_bytes`, `uptime`, `interval`, `time`, `viewers`."
+        "figures plus `rates`, `cpu_percent`, `rss_bytes`, `uptime`, `interval`, `time`, `viewers`. "
+        f"Besides the credentials below, the `{VIEWER_COOKIE}` cookie that `POST {SESSION_PATH}` sets "
+        "opens it (what a browser's EventSource uses); the stream then ends with `event: token_expired` "
+        "when the pass lapses."
     ),
     answers=(
         Answer(200, "the stream", EVENT_STREAM, {"type": "string"}),
@@ -91,7 +109,58 @@ STREAM_OPERATION = Operation(
     tag="dashboard",
 )
 
+SESSION_OPERATION = Operation(
+    summary="Trade the dashboard's token for a viewer pass to the stats stream",
+    description=(
+        "Send the token the stats stream needs as `Authorization: Bearer`; the answer sets the "
+        f"`{VIEWER_COOKIE}` cookie (HttpOnly, SameSite=Strict, for the stats stream only), valid "
+        "for 12 hours or until the JWT's `exp`. A browser's EventSource then needs no token in its URL."
+    ),
+    answers=(
+        Answer(
+            200,
+            "the pass is set (`data.expires`: Unix seconds)",
+            JSON_MEDIA,
+            {"type": "object", "required": ["code", "msg", "data"]},
+        ),
+        Answer(403, "`origin: ...`: asked for by a page of another origin"),
+    ),
+    auth="viewer",
+    tag="dashboard",
+)
+
 _AUTH_PLACEHOLDER = b"__SSE_FAST_AUTH__"
+
+
+class ViewerPasses:
+    """Expiring passes to the stats stream: ``<expiry>.<HMAC-SHA256 of it>`` under a key of this process.
+
+    A restart makes every pass invalid (the page asks for a new one with the
+    token it holds); changing nothing else, a pass cannot outlive its expiry
+    and grants nothing but the figures.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or os.urandom(32)
+
+    def issue(self, expires: int) -> str:
+        return f"{expires}.{self._mac(expires)}"
+
+    def check(self, value: str | None, now: float | None = None) -> int | None:
+        """The pass's expiry while it is valid, else ``None``."""
+        if not value:
+            return None
+        text, _, mac = value.partition(".")
+        if not text.isdigit() or len(text) > 12:
+            return None
+        expires = int(text)
+        if not hmac.compare_digest(mac, self._mac(expires)):
+            return None
+        return expires if expires > (time.time() if now is None else now) else None
+
+    def _mac(self, expires: int) -> str:
+        digest = hmac.new(self._key, f"sse_fast viewer {expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class ProcessSampler:
@@ -196,11 +265,13 @@ class Dashboard:
         )
         self._task: asyncio.Task[None] | None = None
         self._page: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
+        self.passes = ViewerPasses()
 
     def install(self) -> Dashboard:
         for path in PAGE_PATHS:
             self.app.add_route("GET", path, self.page, PAGE_OPERATION)
         self.app.add_route("GET", STREAM_PATH, self.stream, STREAM_OPERATION)
+        self.app.add_route("POST", SESSION_PATH, self.session, SESSION_OPERATION)
         return self
 
     @property
@@ -244,7 +315,11 @@ class Dashboard:
         )
         await self._viewers_app(inner, receive, send)
 
-    async def _authorize(self, request: Request) -> str:
+    async def _authorize(self, request: Request) -> str | Principal:
+        """A viewer pass (the cookie), else the stream's own credentials (scripts)."""
+        expires = self.passes.check(cookie(request, VIEWER_COOKIE))
+        if expires is not None:
+            return Principal(VIEWER_UID, expires)
         if self.app.push_token is not None:
             check_push_token(request, self.app.push_token)
             return VIEWER_UID
@@ -252,7 +327,36 @@ class Dashboard:
         if resolve is query_uid:
             return VIEWER_UID
         resolved = resolve(request)
-        return resolved if isinstance(resolved, str) else await resolved
+        return resolved if isinstance(resolved, (str, Principal)) else await resolved
+
+    # -------------------------------------------------------------- session
+
+    async def session(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /dashboard/session``: the token as ``Authorization: Bearer`` buys a viewer pass cookie."""
+        check_same_origin(request, self.app.cors_origins)
+        now = int(time.time())
+        expires = now + PASS_SECONDS
+        if self.app.push_token is not None:
+            check_push_token(request, self.app.push_token)
+        elif self.app.resolve_uid is not query_uid:
+            resolved = self.app.resolve_uid(request)
+            if not isinstance(resolved, (str, Principal)):
+                resolved = await resolved
+            if isinstance(resolved, Principal) and resolved.expires_at is not None:
+                expires = min(expires, int(resolved.expires_at))
+        secure = scope.get("scheme") == "https" or (request.header(b"origin") or "").startswith("https:")
+        attributes = [
+            f"{VIEWER_COOKIE}={self.passes.issue(expires)}",
+            f"Path={request.root_path}{STREAM_PATH}",
+            f"Max-Age={max(0, expires - now)}",
+            "HttpOnly",
+            "SameSite=Strict",
+        ]
+        if secure:
+            attributes.append("Secure")
+        headers = [(b"set-cookie", "; ".join(attributes).encode()), (b"cache-control", b"no-store")]
+        body = {"code": 0, "msg": "ok", "data": {"expires": expires}}
+        await send_response(send, Response.json(200, body, headers))
 
     # ----------------------------------------------------------- publisher
 

@@ -64,13 +64,17 @@ class BodyDeadlines:
         loop = asyncio.get_running_loop()
         if loop.time() >= deadline:
             raise body_timed_out(self.timeout)
+        pending = receive()
+        done = getattr(pending, "done", None)
+        if done is not None and done():  # here already (granian: a body that came with its head)
+            return pending.result()  # type: ignore[attr-defined, no-any-return]
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - ASGI apps always run in a task
-            return await receive()
+            return await pending
         self._waiting[task] = deadline
         self._sweep_on(loop)
         try:
-            return await receive()
+            return await pending
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise  # not ours: the server is cancelling the request

@@ -11,14 +11,15 @@ request goes to which endpoint is the route table's business
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from . import json_text
 from ._core import check_single_line
-from .auth import JWTAuth, UidResolver, check_push_token, query_uid
+from .access_log import AccessLog
+from .auth import JWTAuth, Principal, UidResolver, check_push_token, query_uid
 from .config import DEFAULT_MAX_BODY, MAX_PUSH_EVENTS
 from .errors import (
     HTTPError,
@@ -31,6 +32,7 @@ from .event import Event
 from .hub import Hub, HubClosedError, HubFullError, Subscriber, SubscriberSink
 from .metrics import render_metrics
 from .openapi import ApiSettings, SubscriberAuth, openapi_document
+from .origins import check_same_origin
 from .request import Request
 from .responses import Headers, Response
 from .routes import Route
@@ -47,15 +49,21 @@ PREFLIGHT_HEADERS: Headers = [
     (b"access-control-max-age", b"600"),
 ]
 RETRY_SOON: Headers = [(b"retry-after", b"1")]
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+PUSHED_BODY = b'{"code":0,"msg":"ok","data":{"ids":%b}}'
+"""The answer to an accepted push, around its ids: what ``Response.json`` gives, without the dict."""
 
 
 @dataclass(slots=True, frozen=True)
 class Subscription:
-    """Who subscribes, to what, resuming from where (``None``: not resuming)."""
+    """Who subscribes, to what, resuming from where (``None``: not resuming), until when (Unix
+    seconds), and the request."""
 
     uid: str
     event_type: str | None
     last_event_id: str | None
+    expires_at: float | None = None
+    request: Request | None = field(default=None, compare=False, repr=False)
 
 
 class Endpoints:
@@ -65,7 +73,12 @@ class Endpoints:
     use :class:`~sse_fast.auth.JWTAuth` for tokens).  ``push_token``, when
     set, is required as ``Authorization: Bearer`` on ``/push``, ``/stats``
     and ``/metrics``.  ``cors_origins`` lists the origins allowed to
-    subscribe and push from a browser (``"*"`` for any).
+    subscribe and push from a browser (``"*"`` for any); a push from a page
+    of any other origin is refused with 403 (:mod:`sse_fast.origins`).
+    ``access_log``,
+    when given, hears of every subscription the hub drops; the engines begin
+    each request's record (:meth:`AccessLog.begin`) and end it
+    (:meth:`request_done`).
     """
 
     def __init__(
@@ -76,17 +89,36 @@ class Endpoints:
         push_token: str | None = None,
         cors_origins: Sequence[str] = (),
         max_body: int = DEFAULT_MAX_BODY,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.hub = hub
         self.resolve_uid = resolve_uid
         self.push_token = push_token
         self.cors_origins = frozenset(cors_origins)
         self.max_body = max_body
+        self.access_log = access_log
+        if access_log is not None:
+            access_log.attach(hub)
 
     # --------------------------------------------------------------- errors
 
     def error(self, request: Request, exc: HTTPError) -> Response:
+        """The error answer; the access log's line (when it is on) will carry its reason."""
+        if request.log is not None:
+            request.log.error = exc.reason
         return Response.error(exc, self.cors_headers(request))
+
+    def refuse(self, request: Request, exc: HTTPError) -> Response:
+        """:meth:`error`, for an engine that answers it itself: the access log hears of it."""
+        response = self.error(request, exc)
+        self.request_done(request, response.status)
+        return response
+
+    def request_done(self, request: Request, status: int) -> None:
+        """The answer to ``request`` went out: its access log line (a no-op unless the log is on;
+        once per request, however many times it is called)."""
+        if request.log is not None and self.access_log is not None:
+            self.access_log.request_done(request, status)
 
     def cors_headers(self, request: Request) -> Headers:
         origin = request.header(b"origin")
@@ -118,25 +150,38 @@ class Endpoints:
         filter follows the rule of event types (:func:`check_single_line`).
         """
         resolved = self.resolve_uid(request)
-        uid = resolved if isinstance(resolved, str) else await resolved
+        if not isinstance(resolved, (str, Principal)):
+            resolved = await resolved
+        if isinstance(resolved, str):
+            uid, expires_at = resolved, None
+        else:
+            uid, expires_at = resolved.uid, resolved.expires_at
         raw_type = request.query_bytes("event_type") or request.header_bytes(b"event-type") or None
         event_type = None if raw_type is None else _event_type_filter(raw_type)
         raw_id = request.header_bytes(b"last-event-id")
         if raw_id is None:
             raw_id = request.query_bytes("last_event_id")
         last_event_id = None if raw_id is None else raw_id.decode("utf-8", "surrogateescape")
-        return Subscription(uid, event_type, last_event_id)
+        return Subscription(uid, event_type, last_event_id, expires_at, request=request)
 
     def open_subscription(self, wanted: Subscription, sink: SubscriberSink) -> Subscriber:
         """Register ``sink`` with the hub, or raise the 503 a full or closing hub calls for."""
         try:
-            return self.hub.subscribe(
-                wanted.uid, sink, event_type=wanted.event_type, resume=wanted.last_event_id is not None
+            sub = self.hub.subscribe(
+                wanted.uid,
+                sink,
+                event_type=wanted.event_type,
+                resume=wanted.last_event_id is not None,
+                expires_at=wanted.expires_at,
             )
         except HubFullError as exc:
             raise HTTPError(503, f"connections: {exc}", [(b"retry-after", b"5")]) from None
         except HubClosedError:
             raise HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]) from None
+        request = wanted.request
+        if request is not None and request.log is not None and self.access_log is not None:
+            self.access_log.subscription_opened(request, sub, wanted.last_event_id)
+        return sub
 
     def stream_headers(self, request: Request) -> Headers:
         return STREAM_HEADERS + self.cors_headers(request)
@@ -144,7 +189,10 @@ class Endpoints:
     # ----------------------------------------------------------------- push
 
     def check_push(self, request: Request) -> None:
-        """What can be refused before the body is read: the token and a declared size."""
+        """What can be refused before the body is read: another site's page, the token, a declared size."""
+        if request.log is not None:
+            request.log.kind = "push"
+        check_same_origin(request, self.cors_origins)
         check_push_token(request, self.push_token)
         declared = request.header(b"content-length")
         if declared is not None:
@@ -165,6 +213,12 @@ class Endpoints:
         as the lengths of its lists are known, before its events are built.
         """
         events, uids = decode_push(body, self.hub.max_recipients)
+        if request.log is not None:
+            request.log.fields = {
+                "events": len(events),
+                "uids": len(uids) if uids else 0,
+                "recipients": len(events) * (len(uids) if uids else 1),
+            }
         try:
             ids = await self.hub.push(events, uids)
         except TooManyRecipientsError as exc:
@@ -181,7 +235,8 @@ class Endpoints:
             if isinstance(exc, ValueError):  # the push itself is wrong: names the field and the rule
                 raise HTTPError(400, str(exc)) from None
             raise  # anything else is ours: a 500
-        return Response.json(200, {"code": 0, "msg": "ok", "data": {"ids": ids}}, self.cors_headers(request))
+        cors = self.cors_headers(request) if self.cors_origins else ()
+        return Response(200, PUSHED_BODY % orjson.dumps(ids), [JSON_CONTENT_TYPE, *cors])
 
     # -------------------------------------------------------------- figures
 
@@ -222,16 +277,19 @@ class Endpoints:
     def api_settings(self, root_path: str = "") -> ApiSettings:
         """What the API description states of this configuration."""
         subscribers: SubscriberAuth = "custom"
+        jwt_cookie = None
         if self.resolve_uid is query_uid:
             subscribers = "uid"
         elif isinstance(self.resolve_uid, JWTAuth):
             subscribers = "jwt"
+            jwt_cookie = self.resolve_uid.cookie
         return ApiSettings(
             push_token=self.push_token is not None,
             subscribers=subscribers,
             max_body=self.max_body,
             root_path=root_path,
             max_recipients=self.hub.max_recipients,
+            jwt_cookie=jwt_cookie,
         )
 
 

@@ -83,13 +83,16 @@ class ConnectionLostError(ClientError):
 
     Passed to ``on_error`` listeners, not raised to the caller (unless the
     attempts run out, as the ``__cause__`` of :class:`RetriesExhaustedError`).
-    ``going_away`` is true when the server announced a graceful shutdown.
+    ``going_away`` is true when the server announced a graceful shutdown;
+    ``token_expired`` when it ended the stream because the token expired (the
+    client reconnects at once, with a fresh token from its provider).
     """
 
-    def __init__(self, reason: str, *, going_away: bool = False) -> None:
+    def __init__(self, reason: str, *, going_away: bool = False, token_expired: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.going_away = going_away
+        self.token_expired = token_expired
 
 
 class ClientStoppedError(ClientError):

@@ -15,6 +15,9 @@ from .errors import InvalidEventError
 from .ids import publisher_id_rule
 from .json_text import dumps
 
+EVENT_FIELDS = frozenset({"id", "event", "data"})
+"""The fields an event of the push API may have."""
+
 
 @dataclass(slots=True)
 class Event:
@@ -55,22 +58,21 @@ class Event:
     @classmethod
     def from_json(cls, obj: Any, index: int = 0) -> Event:
         """Build an event from one element of the push API's ``events`` list."""
-        where = f"events[{index}]"
-        if not isinstance(obj, Mapping):
-            raise InvalidEventError(where, "must be an object")
-        unknown = set(obj) - {"id", "event", "data"}
-        if unknown:
-            raise InvalidEventError(f"{where}.{sorted(unknown)[0]}", "unknown field")
+        if type(obj) is not dict and not isinstance(obj, Mapping):  # dict first: an ABC check is dear
+            raise InvalidEventError(f"events[{index}]", "must be an object")
+        if not obj.keys() <= EVENT_FIELDS:
+            unknown = sorted(set(obj) - EVENT_FIELDS)[0]
+            raise InvalidEventError(f"events[{index}].{unknown}", "unknown field")
         if "data" not in obj:
-            raise InvalidEventError(f"{where}.data", "is required")
+            raise InvalidEventError(f"events[{index}].data", "is required")
         event = obj.get("event", "message")
         if event is None:
             event = "message"
         if not isinstance(event, str):
-            raise InvalidEventError(f"{where}.event", "must be a string")
+            raise InvalidEventError(f"events[{index}].event", "must be a string")
         event_id = obj.get("id")
         if event_id is not None and not isinstance(event_id, str):
-            raise InvalidEventError(f"{where}.id", "must be a string")
+            raise InvalidEventError(f"events[{index}].id", "must be a string")
         return cls(event or "message", obj["data"], event_id)
 
 
@@ -116,7 +118,6 @@ def encode_body(event: Event, index: int = 0) -> tuple[str, bytes]:
     and the blank line); the hub prepends ``id: ...`` once the id is known,
     which keeps the spec's field order and encodes each event exactly once.
     """
-    where = f"events[{index}]"
     try:
         text = event.data_text()
         body = encode_event(text, event.event)
@@ -126,5 +127,5 @@ def encode_body(event: Event, index: int = 0) -> tuple[str, bytes]:
             if rule is not None:
                 raise InvalidEventError("id", rule)
     except InvalidEventError as exc:
-        raise InvalidEventError(f"{where}.{exc.field}", exc.reason) from None
+        raise InvalidEventError(f"events[{index}].{exc.field}", exc.reason) from None
     return text, body

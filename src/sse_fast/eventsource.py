@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._core import ServerSentEvent
-from .errors import ClientError, ClientStoppedError, ConnectionLostError
+from .errors import ClientError, ClientStoppedError, ConnectionLostError, HTTPStatusError
 from .reconnect import DEFAULT_MAX_EVENT_SIZE, ClientState, ReconnectPolicy
 
 __all__ = [
@@ -118,8 +118,13 @@ class EventSourceMachine:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         jitter: float = 0.2,
         rand: Callable[[], float] = random.random,
+        fresh_tokens: bool = False,
     ) -> None:
         self.url = url
+        # With a token provider, a 401 may be a token that expired on its way (a clock a little
+        # ahead, a provider's cached token): one more attempt at once, with a fresh one.
+        self._fresh_tokens = fresh_tokens
+        self._refused_once = False
         self._headers = dict(headers or {})
         self._policy = ReconnectPolicy(
             retry,
@@ -200,6 +205,7 @@ class EventSourceMachine:
             self._no_content = True
             return False
         self._state = ClientState.OPEN
+        self._refused_once = False
         logger.info("connected to %s (attempt %d)", self.url, self._policy.attempts)
         return True
 
@@ -212,7 +218,9 @@ class EventSourceMachine:
         except ConnectionLostError as exc:  # an event too large: resume after the last whole one
             self._failure = exc
             return []
-        if self._policy.going_away is not None:
+        if self._policy.token_expired:
+            self._failure = ConnectionLostError("the token expired", token_expired=True)
+        elif self._policy.going_away is not None:
             # Dispatch what came with it, then reconnect: a graceful shutdown means "come back", not "stop".
             reason = f"server going away: {self._policy.going_away}"
             self._failure = ConnectionLostError(reason, going_away=True)
@@ -233,6 +241,15 @@ class EventSourceMachine:
             return self._stop(None)
         lost = self._failure or error or ConnectionLostError("the server ended the stream")
         self._state = ClientState.CONNECTING
+        if (
+            isinstance(lost, HTTPStatusError)
+            and lost.status == 401
+            and self._fresh_tokens
+            and not self._refused_once
+        ):
+            self._refused_once = True
+            logger.info("%s: %s; once more with a fresh token", self.url, lost)
+            return Reconnect(lost, 0.0)
         try:
             delay = self._policy.next_delay(lost)
         except ClientStoppedError as exc:

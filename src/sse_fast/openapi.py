@@ -27,31 +27,39 @@ SubscriberAuth = Literal["uid", "jwt", "custom"]
 Security = list[dict[str, list[str]]]
 """An operation's security requirements: any one of them will do."""
 
-PUSH_SECURITY: Security = [{"pushToken": []}, {"pushTokenQuery": []}]
+PUSH_SECURITY: Security = [{"pushToken": []}]
 SUBSCRIBER_SECURITY: Security = [{"subscriberJwt": []}, {"subscriberToken": []}]
+COOKIE_SECURITY: Security = [{"subscriberCookie": []}]
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "pushToken": {
         "type": "http",
         "scheme": "bearer",
         "description": "the server's `--push-token`, as `Authorization: Bearer <token>`",
     },
-    "pushTokenQuery": {
-        "type": "apiKey",
-        "in": "query",
-        "name": "token",
-        "description": "the push token as `?token=` (for EventSource, which cannot send headers)",
-    },
     "subscriberJwt": {
         "type": "http",
         "scheme": "bearer",
         "bearerFormat": "JWT",
-        "description": "an HS256 JWT signed with `--jwt-secret`; its `sub` claim is the uid (`exp` honoured)",
+        "description": (
+            "a JWT checked with `--jwt-secret` (HS256), `--jwt-public-key` or `--jwks-url`; its `sub` "
+            "claim is the uid; the stream ends with `event: token_expired` once `exp` (plus "
+            "`--jwt-leeway`) passes"
+        ),
     },
     "subscriberToken": {
         "type": "apiKey",
         "in": "query",
         "name": "token",
-        "description": "the subscriber JWT as `?token=` (a browser's EventSource cannot send headers)",
+        "description": (
+            "the subscriber JWT as `?token=` (a browser's EventSource cannot send headers; the URL, "
+            "token included, ends up in access logs and history: prefer the cookie)"
+        ),
+    },
+    "subscriberCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "COOKIE",
+        "description": "the subscriber JWT in the `--jwt-cookie` cookie (EventSource `withCredentials`)",
     },
 }
 
@@ -74,7 +82,8 @@ PUSH_TOKEN_REFUSED = Answer(
 )
 JWT_REFUSED = Answer(
     401,
-    "`token: required (Authorization: Bearer or ?token=)`, `token: expired`, `token: invalid (...)`",
+    "`token: required (...)`, `token: expired`, `token: invalid (...)`, `token: unknown key id ...`, "
+    "`token: signed with an algorithm this key does not admit (...)`",
     headers=("WWW-Authenticate",),
 )
 CUSTOM_REFUSED = (
@@ -113,6 +122,7 @@ class ApiSettings:
     max_body: int = DEFAULT_MAX_BODY
     root_path: str = ""
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
+    jwt_cookie: str | None = None
 
 
 def openapi_document(routes: Iterable[Route], settings: ApiSettings) -> dict[str, Any]:
@@ -128,7 +138,7 @@ def openapi_document(routes: Iterable[Route], settings: ApiSettings) -> dict[str
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     components: dict[str, Any] = {"schemas": SCHEMAS, "headers": HEADERS}
     if schemes:
-        components["securitySchemes"] = {name: SECURITY_SCHEMES[name] for name in schemes}
+        components["securitySchemes"] = {name: _scheme(name, settings) for name in schemes}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "sse_fast", "version": _version(), "description": DESCRIPTION},
@@ -203,9 +213,16 @@ def _security(
             return []
         if settings.subscribers == "jwt":
             answers.append(JWT_REFUSED)
-            return SUBSCRIBER_SECURITY
+            return SUBSCRIBER_SECURITY + (COOKIE_SECURITY if settings.jwt_cookie else [])
         answers.extend(CUSTOM_REFUSED)
     return []
+
+
+def _scheme(name: str, settings: ApiSettings) -> dict[str, Any]:
+    scheme = dict(SECURITY_SCHEMES[name])
+    if name == "subscriberCookie" and settings.jwt_cookie:
+        scheme["name"] = settings.jwt_cookie
+    return scheme
 
 
 def _parameter(p: Parameter) -> dict[str, Any]:

@@ -29,8 +29,8 @@ Auth = Literal["public", "push", "subscriber", "viewer"]
 """Which credentials an operation asks for (:mod:`sse_fast.openapi` states them per configuration):
 
 - ``public``: none;
-- ``push``: the push token as ``Authorization: Bearer`` (or ``?token=``), when the server has one;
-- ``subscriber``: who subscribes: ``?uid=`` (or ``X-User-Id``), or an HS256 JWT whose ``sub`` is the uid;
+- ``push``: the push token as ``Authorization: Bearer`` (never the query string), when the server has one;
+- ``subscriber``: who subscribes: ``?uid=`` (or ``X-User-Id``), or a JWT whose ``sub`` is the uid;
 - ``viewer``: the push token when there is one, else a subscriber JWT when subscribers use them, else none.
 """
 
@@ -116,6 +116,7 @@ STATS_PROPERTIES: dict[str, Schema] = {
     "resets": COUNT | {"description": "reset events sent"},
     "store_unavailable": COUNT | {"description": "pushes refused: the store was unreachable"},
     "histories_lost": COUNT | {"description": "times the store's history was wiped"},
+    "tokens_expired": COUNT | {"description": "streams ended because the subscriber's token expired"},
     "overloaded": COUNT | {"description": "broadcasts refused: the fan-out was behind"},
     "store": {
         "type": "object",
@@ -130,6 +131,55 @@ STATS_PROPERTIES: dict[str, Schema] = {
         "properties": {"frames": COUNT, "bytes": COUNT, "max_frames": COUNT, "max_bytes": COUNT},
     },
     "last_id": {"type": ["string", "null"], "description": "the newest event id"},
+    "node": {
+        "type": "object",
+        "description": "this process as a node of a cluster: the figures above are its own",
+        "required": ["id", "bus", "bus_error"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "description": "--node-id (default: host name and pid)"},
+            "bus": {
+                "enum": ["in_process", "following"],
+                "description": "following: it fans out every push of its Redis prefix, read from the stream",
+            },
+            "bus_error": {"type": ["string", "null"], "description": "why it cannot follow the stream now"},
+        },
+    },
+    "cluster": {
+        "type": "object",
+        "description": (
+            "the nodes on this Redis prefix and what they hold: the others as they last published it "
+            "(at most one lease renewal, 2 s, old), this one now; one process alone is a cluster of one"
+        ),
+        "required": ["nodes", "connections", "users", "by_node"],
+        "additionalProperties": False,
+        "properties": {
+            "nodes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the nodes on this Redis prefix whose lease is current (this one included)",
+            },
+            "connections": {"type": "integer", "minimum": 0, "description": "open streams on all nodes"},
+            "users": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "each node's distinct users, summed (a user on two nodes counts twice)",
+            },
+            "by_node": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["connections", "users"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "connections": {"type": "integer", "minimum": 0},
+                        "users": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "description": "each node's figures by node id (one not yet published is absent)",
+            },
+        },
+    },
 }
 
 SCHEMAS: dict[str, Schema] = {
@@ -252,10 +302,13 @@ SHUTTING_DOWN = "`server: shutting down`"
 SUBSCRIBE_OPERATION = Operation(
     summary="Subscribe to a user's events",
     description=(
-        "An endless `text/event-stream`: a `: heartbeat` comment on connect and after each quiet "
-        "`--heartbeat`, then `id:`/`event:`/`data:` frames. Resuming with `Last-Event-ID` (or "
-        "`?last_event_id=`) first resends what the store kept after that id; an id that cannot be "
-        "resumed gets an `event: reset` first. On shutdown: `event: shutdown` with `retry: 1000`."
+        "An endless `text/event-stream`: a `: heartbeat` comment on connect (then the stream's "
+        "`retry:`, `--retry-ms` spread by `--retry-jitter`) and after each quiet `--heartbeat`, "
+        "then `id:`/`event:`/`data:` frames. Resuming with `Last-Event-ID` (or `?last_event_id=`) "
+        "first resends what the store kept after that id; an id that cannot be resumed gets an "
+        "`event: reset` first. On shutdown: `event: shutdown` repeating the stream's `retry:`. "
+        "With subscriber JWTs, the stream ends with `event: token_expired` once the token's `exp` "
+        "(plus `--jwt-leeway`) passes."
     ),
     parameters=(
         Parameter("event_type", "query", "deliver only events of this type"),
@@ -267,7 +320,8 @@ SUBSCRIBE_OPERATION = Operation(
         Answer(200, "the stream", EVENT_STREAM, {"type": "string"}),
         Answer(
             503,
-            f"`connections: ...`: `--max-connections` reached (Retry-After: 5); or {SHUTTING_DOWN}",
+            f"`connections: ...`: `--max-connections` reached (Retry-After: 5); {SHUTTING_DOWN}; or "
+            "`token: the identity provider's keys (--jwks-url) could not be fetched`",
             headers=(RETRY_AFTER,),
         ),
     ),
@@ -294,6 +348,11 @@ PUSH_OPERATION = Operation(
             "uid that "
             "is not a non-empty string, a broadcast event larger than the fan-out ring (32 MiB); a "
             "Content-Length that is not an integer",
+        ),
+        Answer(
+            403,
+            "`origin: requests from ... are refused (cross-site)...`: sent by a web page of another "
+            "origin than this edge's own or a `--cors-origin` (nothing accepted)",
         ),
         Answer(
             503,

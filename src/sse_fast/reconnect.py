@@ -12,7 +12,8 @@ that both clients drive applies them (and adds state and listeners):
   restarted server is not hit by all its clients at the same instant;
 - the ``Last-Event-ID`` to resume from, and a fresh parser per connection (a
   half-received event must not survive a reconnect, as in a browser);
-- the server's going-away event, which means "reconnect", not "stop".
+- the server's going-away event, which means "reconnect", not "stop";
+- the server's ``token_expired`` event, which means "reconnect now, with a fresh token".
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .errors import (
     HTTPStatusError,
     RetriesExhaustedError,
 )
-from .protocol import RETRYABLE_STATUSES
+from .protocol import RETRYABLE_STATUSES, TOKEN_EXPIRED_EVENT
 from .protocol import SHUTDOWN_EVENT as SHUTDOWN_EVENT_TYPE
 
 __all__ = [
@@ -129,6 +130,8 @@ class ReconnectPolicy:
         self.last_event_id = last_event_id
         #: Set when the server sent its going-away event on the current connection.
         self.going_away: str | None = None
+        #: Set when the server ended the current connection because the token expired.
+        self.token_expired = False
         self._rand = rand
         self.max_event_size = max_event_size
         self._parser = EventParser(last_event_id, max_event_size)
@@ -140,6 +143,7 @@ class ReconnectPolicy:
         """Start a connection attempt: count it, and parse its body from scratch."""
         self.attempts += 1
         self.going_away = None
+        self.token_expired = False
         self._delivered = False
         self._parser = EventParser(self.last_event_id, self.max_event_size)
 
@@ -190,6 +194,8 @@ class ReconnectPolicy:
         for event in events:
             if event.event == SHUTDOWN_EVENT_TYPE:
                 self.going_away = _shutdown_reason(event)
+            elif event.event == TOKEN_EXPIRED_EVENT:
+                self.token_expired = True
         return events
 
     # -- between connections ------------------------------------------------
@@ -209,6 +215,8 @@ class ReconnectPolicy:
             self._delivered = False
         if self.max_attempts is not None and self.attempts >= self.max_attempts:
             raise RetriesExhaustedError(self.attempts, error) from error
+        if isinstance(error, ConnectionLostError) and error.token_expired:
+            return 0.0  # a fresh token fixes it: no reason to wait (the same token gets 401, final)
         exponent = min(max(0, self.attempts - 1), _MAX_EXPONENT)
         delay = min(max(self.retry, self.max_retry), self.retry * 2.0**exponent)
         if isinstance(error, HTTPStatusError) and error.retry_after is not None:

@@ -12,13 +12,36 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 
+class RequestLog:
+    """What the access log records of one request while it is served (only when the log is on).
+
+    ``kind`` is ``push`` once the push route took it, else ``request``;
+    ``fields`` are what the endpoints add to its line (a push's events and
+    recipients); ``streaming`` marks a subscription that opened, whose lines
+    are its own (open and close) rather than the request's.
+    """
+
+    __slots__ = ("error", "fields", "kind", "remote", "started", "status", "streaming")
+
+    def __init__(self, started: float, remote: str | None) -> None:
+        self.started = started
+        self.remote = remote
+        self.kind = "request"
+        self.status = 0
+        self.fields: dict[str, object] | None = None
+        self.error: str | None = None
+        """The refusal's reason (``msg`` of the error answer)."""
+        self.streaming = False
+
+
 class Request:
     """Method, path, query and headers of one request (header names lower-case bytes).
 
     ``path`` is relative to the mount point ``root_path`` (empty when not mounted).
+    ``log`` is the access log's record of it, ``None`` unless the log is on.
     """
 
-    __slots__ = ("_query", "_query_string", "headers", "method", "path", "root_path")
+    __slots__ = ("_query", "headers", "log", "method", "path", "query_string", "root_path")
 
     def __init__(
         self,
@@ -32,8 +55,9 @@ class Request:
         self.path = path
         self.root_path = root_path
         self.headers = headers
-        self._query_string = query_string
+        self.query_string = query_string
         self._query: dict[str, list[str]] | None = None
+        self.log: RequestLog | None = None
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> Request:
@@ -69,7 +93,7 @@ class Request:
             # Latin-1 maps each byte to one character and back, so the values
             # come out as the bytes the client meant, raw or percent-encoded.
             self._query = parse_qs(
-                self._query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
+                self.query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
             )
         values = self._query.get(name)
         return values[0].encode("latin-1") if values else None

@@ -19,7 +19,16 @@ from types import TracebackType
 import httpx
 
 from ._core import ServerSentEvent
-from .base_client import CONNECTION_ERRORS, BaseClient, connection_error, request_headers
+from .base_client import (
+    CONNECTION_ERRORS,
+    BaseClient,
+    SyncTokenProvider,
+    Verify,
+    checked_token,
+    connection_error,
+    request_headers,
+    token_failed,
+)
 from .errors import ClientStoppedError
 from .eventsource import ERROR_BODY_LIMIT, ERROR_BODY_SECONDS, Decision, EventCallback, ListenerCall, Stop
 from .reconnect import DEFAULT_MAX_EVENT_SIZE
@@ -31,7 +40,7 @@ class SyncClient(BaseClient):
     """Iterate (``for event in SyncClient(url)``) or register callbacks and :meth:`run`.
 
     Arguments and reconnect behaviour are those of :class:`~sse_fast.client.Client`;
-    callbacks must be plain functions.  Iteration ends quietly after :meth:`close`
+    callbacks and the token provider must be plain functions.  Iteration ends quietly after :meth:`close`
     or a 204 and raises the :class:`~sse_fast.errors.ClientStoppedError` otherwise.
     A client runs once: iterate it or run it, not both, and not twice.
     """
@@ -41,6 +50,7 @@ class SyncClient(BaseClient):
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
+        token: str | SyncTokenProvider | None = None,
         last_event_id: str = "",
         retry: float = 3.0,
         max_retry: float = 30.0,
@@ -49,6 +59,7 @@ class SyncClient(BaseClient):
         read_timeout: float | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         http_client: httpx.Client | None = None,
+        verify: Verify = True,
     ) -> None:
         super().__init__(
             url,
@@ -60,9 +71,14 @@ class SyncClient(BaseClient):
             timeout=timeout,
             read_timeout=read_timeout,
             max_event_size=max_event_size,
+            verify=verify,
+            token=token,
         )
+        if inspect.iscoroutinefunction(token):
+            raise TypeError("token: SyncClient needs a plain function; sse_fast.Client takes async ones")
         self._http = http_client
         self._owns_http = http_client is None
+        self._token = token
         self._closing = threading.Event()  # wakes a reconnect wait; the machine knows it was closed
         self._lock = threading.Lock()
         self._response: httpx.Response | None = None
@@ -129,11 +145,19 @@ class SyncClient(BaseClient):
         """One connection, yielding its events; returns what the machine decided next."""
         machine = self._machine
         sent = machine.begin_attempt()
+        try:
+            token = self._fresh_token()
+        except Exception as exc:
+            return machine.connection_closed(token_failed(exc))
         if self._http is None:
-            self._http = httpx.Client()
+            self._http = httpx.Client(verify=self._verify)
         try:
             with self._http.stream(
-                "GET", self.url, headers=request_headers(sent), timeout=self._timeout, follow_redirects=True
+                "GET",
+                self.url,
+                headers=request_headers(sent, token),
+                timeout=self._timeout,
+                follow_redirects=True,
             ) as response:
                 with self._lock:
                     self._response = response  # for close() from another thread
@@ -145,6 +169,13 @@ class SyncClient(BaseClient):
         except CONNECTION_ERRORS as exc:
             return machine.connection_closed(connection_error(exc))
         return machine.connection_closed()
+
+    def _fresh_token(self) -> str | None:
+        """The token for this attempt: the string given, or the provider's answer now."""
+        token = self._token
+        if token is None or isinstance(token, str):
+            return token
+        return checked_token(token())
 
     def _read(self, response: httpx.Response) -> Iterator[ServerSentEvent]:
         machine = self._machine

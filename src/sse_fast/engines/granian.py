@@ -11,19 +11,31 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from ..asgi import SSEApp
 from ..config import CONFIG_ENV, ServeConfig
 from ..parentwatch import PARENT_PID_ENV, watch_parent
-from .setup import SHUTDOWN_GRACE, announce_when_listening, build_app, reserve_port, tune_gc
+from .setup import (
+    SHUTDOWN_GRACE,
+    announce_when_listening,
+    build_app,
+    configure_logging,
+    name_logs,
+    reserve_port,
+    tune_gc,
+)
 
 FACTORY = "sse_fast.engines.granian:create_app"
 
 
 def create_app() -> SSEApp:
     """granian's factory target: the app described by ``$SSE_FAST_SERVE``."""
-    app = build_app(ServeConfig.from_env())
+    config = ServeConfig.from_env()
+    configure_logging(config)
+    app = build_app(config)
+    name_logs(app.hub)
     _say_goodbye_on_worker_signal(app)
     watch_parent(grace=SHUTDOWN_GRACE)  # a worker must not outlive a SIGKILLed `sse-fast serve`
     tune_gc()
@@ -96,7 +108,7 @@ def open_file_limit() -> int:
 
 def run(config: ServeConfig) -> None:
     """Run granian with uvloop in the foreground until SIGINT/SIGTERM."""
-    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
@@ -106,6 +118,14 @@ def run(config: ServeConfig) -> None:
         holder, config.port = reserve_port(config.host)
     os.environ[CONFIG_ENV] = config.to_env()
     os.environ[PARENT_PID_ENV] = str(os.getpid())
+    tls: dict[str, Any] = {}
+    if config.tls_cert is not None and config.tls_key is not None:
+        # granian's own TLS (rustls), HTTP/2 offered by ALPN in --http auto (the default with TLS).
+        tls = {
+            "ssl_cert": Path(config.tls_cert),
+            "ssl_key": Path(config.tls_key),
+            "ssl_protocol_min": SSLProtocols.tls12,
+        }
     server: Any = Server(
         FACTORY,
         address=config.host,
@@ -121,13 +141,15 @@ def run(config: ServeConfig) -> None:
         log_level=LogLevels(config.log_level),
         factory=True,
         websockets=False,
-        # HTTP/1.1 alone unless asked: granian's auto-detecting mode costs ~10 KiB
-        # more per open stream (measured at 5,000-19,000 subscribers), and
-        # browsers speak HTTP/2 only over TLS, which a proxy in front ends.
-        http=HTTPModes(config.http),
+        # HTTP/1.1 alone unless asked or serving TLS: granian's auto-detecting mode
+        # costs ~10 KiB more per open stream (measured at 5,000-19,000 subscribers),
+        # and browsers speak HTTP/2 only over TLS.
+        http=HTTPModes(config.http_mode),
         workers_kill_timeout=SHUTDOWN_GRACE,
+        **tls,
+        respawn_failed_workers=config.workers > 1,  # a cluster of workers: one that dies comes back
     )
-    announce_when_listening(config.host, config.port)
+    announce_when_listening(config.host, config.port, tls=config.tls)
     try:
         server.serve()
     finally:

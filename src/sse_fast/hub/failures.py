@@ -84,7 +84,7 @@ class DeliveryFailures:
         )
         self._stats.dropped += lost
         logger.info("dropping slow consumer %s (%d events missed)", sub.uid, lost)
-        self._registry.drop(sub, close=True)
+        self._registry.drop(sub, close=True, reason=SLOW_CONSUMER)
 
     def write_failed(self, sub: Subscriber, exc: BaseException | None) -> None:
         """The sink could not write: report the events of that write and drop the subscriber."""
@@ -93,7 +93,7 @@ class DeliveryFailures:
         logger.debug("write to %s failed: %r", sub.uid, exc)
         self._report_lost(sub, sub.inflight_from, sub.cursor, sub.inflight_private or [], WRITE_ERROR)
         sub.inflight_private = None
-        self._registry.drop(sub, close=True)
+        self._registry.drop(sub, close=True, reason=WRITE_ERROR)
 
     def _report_lost(self, sub: Subscriber, start: int, end: int, private: list[Event], reason: str) -> int:
         """Report the broadcast events in positions [start, end) and ``private`` as failed."""

@@ -34,6 +34,12 @@ slice's budget; the ``offline`` reports count against the visits when an
 ``on_push_failed`` callback runs for each.  When more than ``max_pending``
 recipients wait to be placed, a push is refused (:meth:`Fanout.overloaded`).
 
+Heartbeats are writes too: the sweep hands the subscribers that have been
+quiet for a heartbeat to :meth:`Fanout.beat`, and the slices write them within
+the same budgets, after the event writes (ten thousand idle connections that
+opened together fall due together, and their heartbeats would otherwise take
+one long turn of the loop).
+
 A transport that only queues a write for another thread to carry out
 (granian hands it to its Rust runtime) would let a slice queue writes faster
 than they leave, and everything that transport does after them — the answer
@@ -53,11 +59,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
-from .._core import FanoutRing
+from .._core import HEARTBEAT, FanoutRing
 from ..errors import CursorLagging, InvalidEventError
 from ..event import Event
 from ..stores.base import Clock
@@ -110,6 +116,9 @@ class PendingPush:
     uid_at: int = 0
     event_at: int = 0
     entries: list[Entry] | None = None
+    report_offline: bool = True
+    """Whether a recipient with no subscriber here is reported ``offline``: only by the node
+    that accepted the push (another node's follower of the bus fans it out too)."""
 
 
 class Fanout:
@@ -151,6 +160,9 @@ class Fanout:
         self._report_many = failures.report_many
         self._fell_behind = failures.fell_behind
         self._failures = failures
+        self.maybe_offline: Callable[[str, list[Event]], None] | None = None
+        """When set, a recipient of this node's push with no subscriber here goes to it instead of
+        being reported ``offline``: in a cluster, only once no other node has the user either."""
         self.slice_seconds = slice_seconds
         self.slice_visits = slice_visits
         self.write_pace = write_pace
@@ -176,6 +188,10 @@ class Fanout:
         self._round_head = self._prev_round_head = 0
         self._round_bytes = self._prev_round_bytes = 0
         self._drained: list[asyncio.Future[None]] = []
+        # Subscribers due a heartbeat (quiet since before _beat_before), not yet written to.
+        self._beats: list[Subscriber] = []
+        self._beats_at = 0
+        self._beat_before = 0.0
 
     def tick(self) -> float:
         """Read the clock once for a whole slice; the writes that follow are stamped with it.
@@ -203,12 +219,14 @@ class Fanout:
         seqs: list[int],
         ids: Sequence[str | None],
         targets: tuple[str, ...] | None,
+        report_offline: bool = True,
     ) -> None:
         """Stamp each event with its id and record its frame for ``targets`` (everyone when None).
 
         The frames reach the ring or the targets' subscribers at once when
         nothing waits and the push is small; otherwise the push waits its turn
-        and is placed in slices (see the module docstring).
+        and is placed in slices (see the module docstring).  ``report_offline``
+        false: a target with no subscriber here is nobody's concern on this node.
         """
         self._stats.events += len(batch)
         frames: list[bytes] = []
@@ -223,6 +241,7 @@ class Fanout:
             push = PendingPush(
                 frames, stamped, seqs, targets, self._registry.joins, len(frames) * len(targets), 0
             )
+            push.report_offline = report_offline
         if not self._pending and (targets is None or push.left <= self.slice_visits):
             if targets is None:
                 self._append(push)
@@ -270,7 +289,9 @@ class Fanout:
                 (head, frame, event, seq)
                 for frame, event, seq in zip(push.frames, events, push.seqs, strict=True)
             ]
-        callbacks = self._failures.on_push_failed is not None
+        report = push.report_offline
+        deferred = self.maybe_offline if report else None
+        callbacks = report and self._failures.on_push_failed is not None
         joined = push.joined
         i, k = push.uid_at, push.event_at
         placed = offline = 0
@@ -297,8 +318,13 @@ class Fanout:
                         self._fell_behind(sub)
                     else:
                         dirty[sub] = None
-            if reached or not callbacks:
-                if not reached:
+            if not reached and deferred is not None:
+                deferred(uid, events[k:])  # asks the other nodes first
+                placed += count - k
+                since_look += count - k
+                i, k = i + 1, 0
+            elif reached or not callbacks:
+                if not reached and report:
                     offline += count - k  # counted at the end: no callback to run
                 placed += count - k
                 since_look += count - k
@@ -383,7 +409,12 @@ class Fanout:
     def busy(self) -> bool:
         """Placements, visits or writes are still owed for what was pushed so far."""
         return bool(
-            self._pending or self._owed or self._dirty or self._dirty_backlog or self._slice_scheduled
+            self._pending
+            or self._owed
+            or self._dirty
+            or self._dirty_backlog
+            or self._beats
+            or self._slice_scheduled
         )
 
     def place_all(self) -> None:
@@ -431,8 +462,10 @@ class Fanout:
         if self._dirty or self._dirty_backlog:
             most -= self._flush_dirty(deadline, most // 2 if self._owed else most)
         if self._owed:
-            self._visit(deadline, most)
-        if self._pending or self._owed or self._dirty or self._dirty_backlog:
+            most -= self._visit(deadline, most)
+        if self._beats and most > 0:
+            self._write_beats(deadline, most)
+        if self._pending or self._owed or self._dirty or self._dirty_backlog or self._beats:
             self._schedule_next_slice()  # the loop polls its sockets before it runs
         elif self._drained:
             waiters, self._drained = self._drained, []
@@ -488,7 +521,7 @@ class Fanout:
         self._dirty_at = at
         return self._writes - writes_before
 
-    def _visit(self, deadline: float, most: int) -> None:
+    def _visit(self, deadline: float, most: int) -> int:
         """Move the hand until the visits owed are done, ``most`` visits were made or the slice's
         time is up.
 
@@ -522,6 +555,55 @@ class Fanout:
             if not visited % _CHECK_EVERY and perf_counter() >= deadline:
                 break
         self._hand, self._owed = hand, owed
+        return visited
+
+    # ------------------------------------------------------------ heartbeats
+
+    def beat(self, due: list[Subscriber], quiet_before: float) -> None:
+        """Heartbeat ``due``, the subscribers quiet since before ``quiet_before``: at once when they are
+        few and nothing else waits, otherwise in the slices.
+
+        A subscriber written to in the meantime (an event, or the heartbeat of
+        an earlier sweep) is skipped when its turn comes.
+        """
+        if not due:
+            return
+        idle = not self.busy
+        self._beat_before = quiet_before
+        if self._beats_at >= len(self._beats):
+            self._beats, self._beats_at = due, 0
+        else:
+            self._beats.extend(due)
+        if idle and len(due) <= self.slice_visits:
+            self._write_beats(math.inf, -1)
+        else:
+            self._schedule_slice()
+
+    def _write_beats(self, deadline: float, most: int) -> None:
+        """Write the heartbeats due, at most ``most`` (negative: all) until the slice's time is up."""
+        beats, at = self._beats, self._beats_at
+        quiet_before = self._beat_before
+        stats = self._stats
+        now = self.now
+        written = looked = 0
+        while at < len(beats) and written != most:
+            sub = beats[at]
+            at += 1
+            looked += 1
+            if sub.busy or sub.closed or sub.last_write > quiet_before:
+                continue
+            sub.busy = True
+            sub.busy_since = sub.last_write = now
+            sub.inflight_from = sub.cursor
+            stats.heartbeats += 1
+            written += 1
+            sub.sink.write(HEARTBEAT)
+            if not looked % _CHECK_EVERY and perf_counter() >= deadline:
+                break
+        self._writes += written
+        if at >= len(beats):
+            self._beats, at = [], 0
+        self._beats_at = at
 
     def flush_one(self, sub: Subscriber) -> None:
         """Write everything pending for ``sub`` as one write (its sink must be idle)."""
@@ -544,6 +626,7 @@ class Fanout:
         sub.busy = True
         sub.busy_since = sub.last_write = self.now
         self._stats.deliveries += count
+        sub.sent += count
         sub.sink.write(data)
 
     def _merge_private(self, sub: Subscriber) -> tuple[bytes, int]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
-from .subscriber import Subscriber
+from .subscriber import CLIENT_GONE, Subscriber
+
+ClosedCallback = Callable[[Subscriber], object]
+"""Told of each subscriber once it is dropped, its ``close_reason`` set (the access log is one)."""
 
 
 class SubscriberRegistry:
@@ -16,11 +20,16 @@ class SubscriberRegistry:
     subscription order.
     """
 
-    __slots__ = ("by_uid", "joins", "subs")
+    __slots__ = ("by_uid", "first_seen", "joins", "last_gone", "on_closed", "subs")
 
     def __init__(self) -> None:
+        self.first_seen: Callable[[str], None] | None = None
+        """Told of a user's first connection (presence across nodes), when set."""
+        self.last_gone: Callable[[str], None] | None = None
+        """Told when a user's last connection is gone, when set."""
         self.subs: dict[Subscriber, None] = {}
         self.by_uid: dict[str, list[Subscriber]] = {}
+        self.on_closed: ClosedCallback | None = None
         self.joins = 0
         """Subscriptions so far: the next one's :attr:`Subscriber.serial`."""
 
@@ -28,17 +37,30 @@ class SubscriberRegistry:
         sub.serial = self.joins
         self.joins += 1
         self.subs[sub] = None
-        self.by_uid.setdefault(sub.uid, []).append(sub)
+        subs = self.by_uid.get(sub.uid)
+        if subs is None:
+            subs = self.by_uid[sub.uid] = []
+            if self.first_seen is not None:
+                self.first_seen(sub.uid)
+        subs.append(sub)
 
     def snapshot(self) -> list[Subscriber]:
         """The connections now, in subscription order: a copy to walk while subscribers come and go."""
         return list(self.subs)
 
-    def drop(self, sub: Subscriber, *, close: bool) -> None:
-        """Forget ``sub`` and what was pending for it; ``close`` ends its stream. Safe to call twice."""
+    def drop(self, sub: Subscriber, *, close: bool, reason: str = CLIENT_GONE) -> None:
+        """Forget ``sub`` and what was pending for it; ``close`` ends its stream. Safe to call twice.
+
+        ``reason`` becomes its ``close_reason`` unless one was set before (a
+        policy that ends a stream may name its own: ``token_expired``)."""
         if sub.closed:
             return
         sub.closed = True
+        if sub.expiry is not None:
+            sub.expiry.cancel()
+            sub.expiry = None
+        if sub.close_reason is None:
+            sub.close_reason = reason
         self.subs.pop(sub, None)
         subs = self.by_uid.get(sub.uid)
         if subs is not None:
@@ -46,6 +68,11 @@ class SubscriberRegistry:
                 subs.remove(sub)
             if not subs:
                 del self.by_uid[sub.uid]
+                if self.last_gone is not None:
+                    self.last_gone(sub.uid)
         sub.private = None
         if close:
             sub.sink.close()
+        on_closed = self.on_closed
+        if on_closed is not None:
+            on_closed(sub)

@@ -26,6 +26,8 @@ class HubStats:
     overloaded: int = 0
     """Broadcasts refused because the fan-out was too far behind (HubOverloadedError)."""
     histories_lost: int = 0
+    tokens_expired: int = 0
+    """Streams ended because the subscriber's token expired."""
     """Times the store's history was wiped under the hub (a new epoch began)."""
     failed_by_reason: dict[str, int] = field(
         default_factory=lambda: {OFFLINE: 0, SLOW_CONSUMER: 0, WRITE_ERROR: 0}
@@ -57,6 +59,7 @@ def snapshot(
         "resets": s.resets,
         "store_unavailable": s.store_unavailable,
         "histories_lost": s.histories_lost,
+        "tokens_expired": s.tokens_expired,
         "overloaded": s.overloaded,
         "store": {"available": store_error is None, "error": store_error},
         "ring": {

@@ -39,6 +39,7 @@ class StoreHealth:
         self._on_new_history = on_new_history
         self._error: str | None = None
         self._history_lock: asyncio.Lock | None = None
+        self._stopped = False
 
     @property
     def error(self) -> str | None:
@@ -66,12 +67,19 @@ class StoreHealth:
         return stored
 
     async def watch_forever(self) -> None:
-        while True:
+        """Check the store every ``check_interval`` until :meth:`stop` (which a cancel alone may not
+        do: redis-py can swallow one inside a command)."""
+        while not self._stopped:
             await asyncio.sleep(self.check_interval)
+            if self._stopped:
+                return
             try:
                 await self.check()
             except Exception:
                 logger.exception("store check failed")
+
+    def stop(self) -> None:
+        self._stopped = True
 
     async def check(self) -> None:
         """Ask the store whether it can take saves, and adopt a new history if it lost ours."""

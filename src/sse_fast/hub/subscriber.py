@@ -7,6 +7,17 @@ from typing import Protocol
 
 from ..event import Event
 
+CLIENT_GONE = "client_gone"
+"""Close reason: the transport saw the client go (:meth:`Hub.unsubscribe`)."""
+SHUTDOWN = "shutdown"
+"""Close reason: the hub closed (the server is stopping)."""
+
+
+class Cancellable(Protocol):
+    """A pending timer (``asyncio.TimerHandle``): the hub only ever cancels it."""
+
+    def cancel(self) -> None: ...
+
 
 class SubscriberSink(Protocol):
     """What a transport gives the hub for one connection.
@@ -45,3 +56,12 @@ class Subscriber:
     serial: int = 0
     """Its place in the order of subscriptions (set by the registry): a push placed with
     subscribers after it was accepted skips those who subscribed since."""
+    expiry: Cancellable | None = None
+    """The timer that ends the stream when its credentials expire (:mod:`.expiry`), if they do."""
+    retry_ms: int | None = None
+    """The ``retry:`` its stream opened with (and its goodbye repeats), if the hub sends one."""
+    sent: int = 0
+    """Events written to it (live and replayed), for the access log's close line."""
+    close_reason: str | None = None
+    """Why it ended, once it has: ``client_gone``, ``slow_consumer``, ``write_error``, ``shutdown``,
+    ``token_expired``..."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .._core import HEARTBEAT
 from .failures import DeliveryFailures
 from .fanout import Fanout
 from .registry import SubscriberRegistry
-from .stats import HubStats
+from .subscriber import Subscriber
 
 logger = logging.getLogger("sse_fast.hub")
 
@@ -19,8 +18,11 @@ class HeartbeatSweep:
 
     A heartbeat is a write like any other (the subscriber is busy until its
     sink is ready again), which is also how a transport finds a client gone
-    that never said so.  A write that has not completed within
-    ``stall_timeout`` seconds makes its subscriber a slow consumer.
+    that never said so.  The sweep only finds who is due; the fan-out's
+    slices write the heartbeats (:meth:`Fanout.beat`), so that thousands of
+    connections falling due together do not hold the loop for one long turn.
+    A write that has not completed within ``stall_timeout`` seconds makes its
+    subscriber a slow consumer.
     """
 
     def __init__(
@@ -28,7 +30,6 @@ class HeartbeatSweep:
         registry: SubscriberRegistry,
         fanout: Fanout,
         failures: DeliveryFailures,
-        stats: HubStats,
         *,
         heartbeat: float,
         stall_timeout: float,
@@ -38,7 +39,6 @@ class HeartbeatSweep:
         self._registry = registry
         self._fanout = fanout
         self._failures = failures
-        self._stats = stats
 
     async def run_forever(self) -> None:
         """Sweep every quarter heartbeat, 20 ms to 1 s apart: no heartbeat is later than that."""
@@ -51,18 +51,15 @@ class HeartbeatSweep:
                 logger.exception("heartbeat sweep failed")
 
     def sweep(self) -> None:
-        """One pass over all subscribers: heartbeat the quiet ones, drop the stalled ones."""
+        """One look at all subscribers: drop the stalled ones, hand the quiet ones to the fan-out."""
         now = self._fanout.tick()
         quiet_before = now - self.heartbeat
         stalled_before = now - self.stall_timeout
+        due: list[Subscriber] = []
         for sub in self._registry.snapshot():
             if sub.busy:
                 if sub.busy_since < stalled_before:
                     self._failures.drop_slow(sub)
             elif sub.last_write <= quiet_before:
-                sub.busy = True
-                sub.busy_since = now
-                sub.last_write = now
-                sub.inflight_from = sub.cursor
-                self._stats.heartbeats += 1
-                sub.sink.write(HEARTBEAT)
+                due.append(sub)
+        self._fanout.beat(due, quiet_before)

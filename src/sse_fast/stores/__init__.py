@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..redact import redact_text
 from .base import (
     DEFAULT_PAGE,
     MIN_ID_WINDOW,
@@ -35,7 +36,8 @@ _SCHEMES = "memory://, sqlite:///<path> or redis://host:port/db"
 
 
 def _fail(url: str, rule: str) -> ValueError:
-    return ValueError(f"store: {url!r}: {rule}")
+    """The error for a bad store URL: it names the URL, never its password."""
+    return ValueError(redact_text(f"store: {url!r}: {rule}"))
 
 
 def open_store(url: str) -> Store:

@@ -4,13 +4,16 @@ Nothing survives the process, so every instance draws a new epoch: a client
 that resumes with an id from a previous run is recognised as coming from
 another history.  ``save`` does no I/O, which makes FIFO completion trivial.
 Publisher ids are indexed in a dict (id -> latest seq) and a deque of
-``(seq, id)`` in seq order, from which retention trims them.
+``(seq, id)`` in seq order, from which retention trims them.  An event for
+many users also keeps its recipients as a set: a resuming subscriber's page
+asks of every event kept whether it was one of them, and a scan of a tuple of
+100,000 uids per event held the loop for milliseconds per subscriber.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import islice
 
 from ..ids import format_id, new_epoch
@@ -26,6 +29,8 @@ from .base import (
 )
 
 DEFAULT_MAX_EVENTS = 10_000
+MANY_RECIPIENTS = 32
+"""Recipients from which an event's are also kept as a set (a tuple scan is faster below)."""
 
 
 class MemoryStore:
@@ -44,6 +49,7 @@ class MemoryStore:
         self._events: deque[StoredEvent] = deque()
         self._ids: dict[str, int] = {}  # publisher id -> seq of the latest event saved with it
         self._id_seqs: deque[tuple[int, str]] = deque()  # (seq, publisher id), in seq order
+        self._recipients: dict[int, frozenset[str]] = {}  # seq -> uids, for events of many
         self._last_seq = 0
         self._last_created = 0.0
         self._open = False
@@ -72,14 +78,22 @@ class MemoryStore:
         seq, epoch, ids, id_seqs = self._last_seq, self._epoch, self._ids, self._id_seqs
         for ev in events:
             seq += 1
-            pid = ev.publisher_id
-            out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, ev.uids, now, pid))
+            pid, uids = ev.publisher_id, ev.uids
+            out.append(StoredEvent(seq, format_id(epoch, seq), ev.event, ev.data, uids, now, pid))
+            if uids is not None and len(uids) >= MANY_RECIPIENTS:
+                self._recipients[seq] = frozenset(uids)
             if pid is not None:
                 ids[pid] = seq
                 id_seqs.append((seq, pid))
         self._last_seq = seq
-        self._events.extend(out)
-        self._prune(now)
+        kept = self._events
+        kept.extend(out)
+        # Prune only when something is due to go: a look at the count and the oldest event.
+        retention = self._retention
+        if (retention.max_events is not None and len(kept) > retention.max_events) or (
+            retention.max_age is not None and kept[0].created < now - retention.max_age
+        ):
+            self._prune(now)
         return out
 
     def _prune(self, now: float) -> None:
@@ -87,8 +101,11 @@ class MemoryStore:
         first = self._retention.first_kept_seq(self._last_seq)
         oldest = self._retention.oldest_kept_time(now)
         dropped = False
+        recipients = self._recipients
         while kept and (kept[0].seq < first or (oldest is not None and kept[0].created < oldest)):
-            kept.popleft()
+            gone = kept.popleft()
+            if recipients:
+                recipients.pop(gone.seq, None)
             dropped = True
         if dropped and self._id_seqs:
             first = kept[0].seq if kept else self._last_seq + 1
@@ -113,8 +130,12 @@ class MemoryStore:
             return []
         out: list[StoredEvent] = []
         start = max(0, after_seq + 1 - kept[0].seq)
+        many = self._recipients
         for ev in islice(kept, start, None):
-            if (ev.uids is None or uid in ev.uids) and (event_type is None or ev.event == event_type):
+            uids: Collection[str] | None = ev.uids
+            if uids is not None and len(uids) >= MANY_RECIPIENTS:
+                uids = many[ev.seq]
+            if (uids is None or uid in uids) and (event_type is None or ev.event == event_type):
                 out.append(ev)
                 if len(out) >= limit:
                     break

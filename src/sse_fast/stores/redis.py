@@ -14,6 +14,7 @@ hash tag, so that all keys of one store live in one slot)::
                                 d  data (wire text)
                                 u  JSON array of recipient uids; absent = broadcast
                                 i  the publisher's own id; absent = none
+                                o  the node that accepted it (``origin``); absent = unnamed
     {P}:bcast        zset     seqs of broadcasts (score = member = seq)
     {P}:u:<uid>      zset     seqs of the events addressed to <uid>
     {P}:users        zset     the user indexes: member <uid>, score the newest seq
@@ -104,6 +105,7 @@ from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import format_id, new_epoch
+from ..redact import redact_text
 from .base import (
     DEFAULT_PAGE,
     MIN_ID_WINDOW,
@@ -141,6 +143,10 @@ COMMAND_TIMEOUT = 2.0
 SAVE_TIMEOUT = 2.5
 """Seconds a save may wait in all, queued behind others included, per script call it
 needs: a publisher hears 503 within that, not whenever a hung Redis lets go."""
+POOL_SIZE = 64
+"""Connections a store keeps to Redis at most (saves and resend reads share them)."""
+POOL_WAIT = 2.0
+"""Seconds a call waits for a free connection before it counts as Redis unavailable."""
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 """What a Redis that is down, restarting, loading its data or a read-only replica raises."""
@@ -148,20 +154,30 @@ _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
 def _client(url: str) -> aioredis.Redis:
     """A client that fails fast: short timeouts, one quick reconnect (a restarted Redis
-    leaves the pool's connections dead), never a retry after a timeout."""
+    leaves the pool's connections dead), never a retry after a timeout.
+
+    Its pool makes a caller *wait* for a connection when all ``POOL_SIZE`` are
+    busy (up to ``POOL_WAIT``) instead of failing at once, as redis-py's default
+    pool does past its 100: a thousand subscribers resuming at once must queue
+    for their reads, not see their streams ended and pushes refused meanwhile.
+    """
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=0.25)
     retry = Retry(backoff, 1, supported_errors=(RedisConnectionError,))
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT,
         decode_responses=True,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=retry,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _unavailable(exc: BaseException, doing: str) -> StoreUnavailableError:
-    return StoreUnavailableError(f"RedisStore: {doing}: Redis unavailable ({type(exc).__name__}: {exc})")
+    detail = redact_text(f"{type(exc).__name__}: {exc}")  # /stats shows it: never a password
+    return StoreUnavailableError(f"RedisStore: {doing}: Redis unavailable ({detail})")
 
 
 _P = ParamSpec("_P")
@@ -189,6 +205,7 @@ def _fails_as_unavailable(
 #       7 marker ('' | 'open' | 'keep' | 'close'), 8 the open save's first seq (keep, close),
 #       9 the marker's deadline (ms), 10 n new events, 11 g index groups,
 #       12 the values per event (3, or 4 when some event of the call has a publisher id),
+#       13 the node that saves ('' = unnamed), written as each entry's field o,
 #       then n x (event, data, uids JSON or "" [, publisher id or ""]),
 #       then g x (uid, m, m x ref): ref > 0 the seq of an event an earlier call added,
 #       ref <= 0 the (-ref)th event this call adds.
@@ -216,9 +233,10 @@ end
 local base = last - n + 1
 local maxlen = tonumber(ARGV[2])
 local created = ARGV[5]
+local origin = ARGV[13]
 for i = 0, n - 1 do
   local seq = base + i
-  local at = 13 + stride * i
+  local at = 14 + stride * i
   local sid = string.format('%d', seq)
   local args = {'XADD', KEYS[2]}
   if maxlen > 0 then
@@ -228,6 +246,9 @@ for i = 0, n - 1 do
   table.insert(args, 't'); table.insert(args, created)
   table.insert(args, 'e'); table.insert(args, ARGV[at])
   table.insert(args, 'd'); table.insert(args, ARGV[at + 1])
+  if origin ~= '' then
+    table.insert(args, 'o'); table.insert(args, origin)
+  end
   local pid = stride == 4 and ARGV[at + 3] or ''
   if pid ~= '' then
     table.insert(args, 'i'); table.insert(args, pid)
@@ -256,7 +277,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%d', tonum
 local newest = {}
 local touched = {}
 local sids = {}
-local at = 13 + stride * n
+local at = 14 + stride * n
 for g = 1, tonumber(ARGV[11]) do
   local uid = ARGV[at]
   local m = tonumber(ARGV[at + 1])
@@ -471,10 +492,24 @@ class RedisStore:
         self.calls = 0
         """Script calls those took (a large save takes several: :data:`CALL_BUDGET`)."""
         self.call_budget = CALL_BUDGET
+        self.origin = ""
+        """The node id written with each entry (field ``o``): a follower of the stream tells its
+        own pushes from the others' by it (the Redis bus, :mod:`sse_fast.bus.redis`)."""
 
     @property
     def epoch(self) -> str:
         return self._epoch
+
+    def new_client(self, socket_timeout: float) -> aioredis.Redis:
+        """Another client to the same Redis with its own connections (a follower's blocking
+        reads must not hold the connections saves use), answers decoded as text."""
+        if self._url is not None:
+            client = _client(self._url)
+            pool = client.connection_pool
+        else:
+            pool = self._redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": socket_timeout, "decode_responses": True}
+        return aioredis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
     @property
     def retention(self) -> Retention:
@@ -632,6 +667,7 @@ class RedisStore:
         # A call without publisher ids sends what it sent before they existed.
         with_ids = any(events[k].publisher_id is not None for k in call.new)
         args.append(4 if with_ids else 3)
+        args.append(self.origin)
         encoded = {} if encoded is None else encoded
         for k in call.new:
             ev = events[k]

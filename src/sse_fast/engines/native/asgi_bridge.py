@@ -259,7 +259,7 @@ def http_scope(
         "http_version": http_version,
         "server": _address(transport.get_extra_info("sockname")),
         "client": _address(transport.get_extra_info("peername")),
-        "scheme": "http",
+        "scheme": "https" if transport.get_extra_info("sslcontext") is not None else "http",
         "method": method,
         "root_path": "",
         "path": decode_path(raw_path),

@@ -2,10 +2,13 @@
 
 Requests are parsed by httptools (llhttp), never by hand.  ``GET /events``
 becomes a subscription whose bytes the hub writes straight into this
-connection's transport (:mod:`.stream`); every other request is one
-:class:`~.asgi_bridge.ASGICycle` through the ASGI app.  Pipelined requests
-are answered in order, one at a time: the next one starts when the previous
-response is complete, and reading pauses while requests wait.
+connection's transport (:mod:`.stream`); ``POST /push`` is answered here too
+(:mod:`.push`); every other request is one :class:`~.asgi_bridge.ASGICycle`
+through the ASGI app.  Pipelined requests are answered in order, one at a
+time: the next one starts when the previous response is complete, and
+reading pauses while requests wait.  Answers written while one read is
+parsed leave in one write: a publisher pipelining pushes gets them in one
+segment, not one system call each.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ from typing import Any, Protocol
 import httptools
 
 from ...asgi import SSEApp
+from ...deadlines import body_timed_out
 from ...errors import HTTPError
 from ...request import Request, decode_path
 from ...responses import Response
-from ...routes import SUBSCRIBE
+from ...routes import PUSH, SUBSCRIBE
 from .asgi_bridge import ASGICycle, http_scope
 from .date_header import date_header
 from .limits import Limits
+from .push import PushRequest, Suspended, run_now
 from .stream import NativeSink
-from .wire import encode_head
+from .wire import CONTINUE, encode_head
 
 logger = logging.getLogger("sse_fast.native")
 
@@ -48,6 +53,10 @@ class SubscribeRequest:
         self.request = request
         self.chunked = chunked
         self.keep_alive = keep_alive
+
+
+Item = ASGICycle | SubscribeRequest | PushRequest
+"""A request of a connection, from its head until its response is complete."""
 
 
 class ConnectionHost(Protocol):
@@ -76,15 +85,20 @@ class ConnectionHost(Protocol):
 
     def wait_for_request(self, conn: HTTPConnection) -> None: ...
 
+    def wait_for_body(self, conn: HTTPConnection) -> None: ...
+
+    def body_received(self, conn: HTTPConnection) -> None: ...
+
     def streaming(self, conn: HTTPConnection) -> None: ...
 
-    def keep(self, task: asyncio.Task[None]) -> None: ...
+    def keep(self, task: asyncio.Task[Any]) -> None: ...
 
 
 class HTTPConnection(asyncio.Protocol):
     """An ``asyncio.Protocol`` serving one client (see the module docstring)."""
 
     __slots__ = (
+        "_corked",
         "_drain",
         "_head_bytes",
         "_headers",
@@ -107,9 +121,10 @@ class HTTPConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.sink: NativeSink | None = None
-        self.cycle: ASGICycle | SubscribeRequest | None = None
-        self.active: ASGICycle | SubscribeRequest | None = None
-        self.queue: deque[ASGICycle | SubscribeRequest] | None = None  # pipelined requests, rarely any
+        self.cycle: Item | None = None
+        self.active: Item | None = None
+        self.queue: deque[Item] | None = None  # pipelined requests, rarely any
+        self._corked: list[bytes] | None = None  # answers written while a read is parsed
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
@@ -155,22 +170,42 @@ class HTTPConnection(asyncio.Protocol):
             return  # a subscriber, or a connection being closed: what it sends does not matter
         if self._in_head:
             self._raw_head += len(data)
+        self._corked = []
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._stop_parsing()  # no protocol switch here: answer the request, then close
         except httptools.HttpParserError as exc:
+            if self.parser is None:
+                return  # answered and closing: the rest of this read does not matter
             if isinstance(exc.__context__, HeadTooLarge):
                 self.reject(431, str(exc.__context__))
             else:
                 self.reject(400, f"request: malformed HTTP ({exc})")
             return
+        finally:
+            self._uncork()
         if self._in_head and self._raw_head > self.server.limits.max_head:
             self.reject(431, f"headers: larger than {self.server.limits.max_head} bytes")
+
+    def _write(self, data: bytes) -> None:
+        """Write an answer: now, or with the others of this read (see the module docstring)."""
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and self.transport is not None:
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     # ------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.parser is None:
+            return  # a pipelined request after an answer that closes the connection
         self._url = b""
         self._headers = []
         self._head_bytes = 0
@@ -195,7 +230,8 @@ class HTTPConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         transport = self.transport
-        assert parser is not None and transport is not None
+        if parser is None or transport is None:
+            return  # closing (see on_message_begin)
         self._in_head = False
         self._raw_head = 0
         self.server.head_received(self)
@@ -206,15 +242,21 @@ class HTTPConnection(asyncio.Protocol):
         if parser.should_upgrade():
             keep_alive = False
         version = parser.get_http_version()
-        item: ASGICycle | SubscribeRequest
+        item: Item
         path = decode_path(raw_path)
         route = self.server.app.route_table.find(method, path)
-        if route is not None and route.name == SUBSCRIBE:  # streamed here, without the ASGI bridge
+        name = None if route is None else route.name
+        if name == SUBSCRIBE:  # streamed here, without the ASGI bridge
             item = SubscribeRequest(Request(method, path, query, headers), version == "1.1", keep_alive)
         else:
             expect = any(k == b"expect" and v.lower() == b"100-continue" for k, v in headers)
-            scope = http_scope(method, raw_path, query, headers, version, transport, self.server.state)
-            item = ASGICycle(self, scope, keep_alive, expect)
+            if name == PUSH:  # answered here too
+                item = PushRequest(
+                    Request(method, path, query, headers), version == "1.1", keep_alive, expect
+                )
+            else:
+                scope = http_scope(method, raw_path, query, headers, version, transport, self.server.state)
+                item = ASGICycle(self, scope, keep_alive, expect)
         self.cycle = item
         if self.active is None:
             self._start(item)
@@ -225,22 +267,33 @@ class HTTPConnection(asyncio.Protocol):
             self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
-        if isinstance(self.cycle, ASGICycle):
-            self.cycle.feed_body(body)
+        cycle = self.cycle
+        if isinstance(cycle, PushRequest):
+            cycle.feed(body, self.server.app.endpoints.max_body)
+            if cycle.too_large and self.active is cycle:
+                self._answer_push_error(cycle, self.server.app.endpoints.body_too_large())
+        elif isinstance(cycle, ASGICycle):
+            cycle.feed_body(body)
 
     def on_message_complete(self) -> None:
         cycle = self.cycle
         self.cycle = None
-        if isinstance(cycle, ASGICycle):
+        if isinstance(cycle, PushRequest):
+            cycle.complete = True
+            if self.active is cycle:
+                self._run_push(cycle)
+        elif isinstance(cycle, ASGICycle):
             cycle.end_body()
 
     # ------------------------------------------------------------- dispatch
 
-    def _start(self, item: ASGICycle | SubscribeRequest) -> None:
+    def _start(self, item: Item) -> None:
         self.active = item
         loop = self.server.loop
         if isinstance(item, ASGICycle):
             item.task = loop.create_task(item.run(self.server.app))
+        elif isinstance(item, PushRequest):
+            self._begin_push(item)
         else:
             self.server.keep(loop.create_task(self._subscribe(item)))
 
@@ -273,6 +326,9 @@ class HTTPConnection(asyncio.Protocol):
         hub = app.hub
         request = item.request
         chunked = item.chunked
+        access_log = endpoints.access_log
+        if access_log is not None and self.transport is not None:
+            access_log.begin(request, self.transport.get_extra_info("peername"))
         try:
             wanted = await endpoints.subscription(request)
             transport = self.transport
@@ -284,11 +340,11 @@ class HTTPConnection(asyncio.Protocol):
             sink = NativeSink(hub, transport, encode_head(200, headers, date_header()), chunked)
             sub = endpoints.open_subscription(wanted, sink)
         except HTTPError as exc:
-            self._answer(item, endpoints.error(request, exc))
+            self._answer(item, endpoints.refuse(request, exc))
             return
         except Exception:
             logger.exception("subscribe failed")
-            self._answer(item, endpoints.error(request, HTTPError(500, "server: internal error")))
+            self._answer(item, endpoints.refuse(request, HTTPError(500, "server: internal error")))
             return
         # The connection now carries the stream only: drop what parsing needs.
         self.sink = sink
@@ -309,10 +365,79 @@ class HTTPConnection(asyncio.Protocol):
         else:
             sink.start(sub)
 
-    def _answer(self, item: SubscribeRequest, response: Response) -> None:
-        """A complete response to a subscribe request (an error), then the next request or a close."""
+    # ----------------------------------------------------------------- push
+
+    def _begin_push(self, item: PushRequest) -> None:
+        """A push's turn: what can be refused before the body (token, declared size), then its body."""
+        endpoints = self.server.app.endpoints
+        if endpoints.access_log is not None and self.transport is not None:
+            endpoints.access_log.begin(item.request, self.transport.get_extra_info("peername"))
+        try:
+            endpoints.check_push(item.request)
+        except HTTPError as exc:
+            self._answer_push_error(item, exc)
+            return
+        if item.too_large:
+            self._answer_push_error(item, endpoints.body_too_large())
+        elif item.complete:
+            self._run_push(item)
+        else:
+            if item.expect_continue:
+                self._write(CONTINUE)
+            self.server.wait_for_body(self)
+
+    def _run_push(self, item: PushRequest) -> None:
+        """The whole body is here: push it and answer, in place unless the push has to wait."""
+        self.server.body_received(self)
+        endpoints = self.server.app.endpoints
+        try:
+            response = run_now(endpoints.push(item.request, item.take_body()))
+        except Suspended as suspended:
+            suspended.task.add_done_callback(lambda task: self._pushed(item, task))
+            self.server.keep(suspended.task)
+            return
+        except HTTPError as exc:
+            self._answer_push_error(item, exc)
+            return
+        except Exception:
+            logger.exception("POST /push failed")
+            self._answer_push_error(item, HTTPError(500, "server: internal error"))
+            return
+        self._answer(item, response)
+
+    def _pushed(self, item: PushRequest, task: asyncio.Task[Response]) -> None:
+        """A push that had to wait is done: answer it (if the client is still there)."""
+        if task.cancelled():
+            self._answer_push_error(item, HTTPError(503, "server: shutting down", [(b"retry-after", b"1")]))
+            return
+        exc = task.exception()
+        if exc is None:
+            self._answer(item, task.result())
+        elif isinstance(exc, HTTPError):
+            self._answer_push_error(item, exc)
+        else:
+            logger.error("POST /push failed", exc_info=exc)
+            self._answer_push_error(item, HTTPError(500, "server: internal error"))
+
+    def _answer_push_error(self, item: PushRequest, exc: HTTPError) -> None:
+        self.server.body_received(self)
+        self._answer(item, self.server.app.endpoints.error(item.request, exc))
+
+    def body_timed_out(self) -> None:
+        """The push's body did not arrive within ``--body-timeout``: 408, then close."""
+        item = self.active
+        if isinstance(item, PushRequest) and not item.complete:
+            self._answer_push_error(item, body_timed_out(self.server.app.body_timeout))
+
+    # ------------------------------------------------------------- answers
+
+    def _answer(self, item: SubscribeRequest | PushRequest, response: Response) -> None:
+        """A complete response (to a push, or a refused subscribe), then the next request or a close."""
         transport = self.transport
+        if self.active is not item:
+            return  # answered already (a body cut short, then its push's end)
         self.active = None
+        self.server.app.endpoints.request_done(item.request, response.status)  # the access log's line
         if transport is None:
             return
         keep_alive = item.keep_alive and self.cycle is not item and not self.server.stopping
@@ -321,9 +446,10 @@ class HTTPConnection(asyncio.Protocol):
             headers.append((b"connection", b"close"))
         elif not item.chunked:  # HTTP/1.0 keeps the connection only when told so
             headers.append((b"connection", b"keep-alive"))
-        transport.write(encode_head(response.status, headers, date_header()) + response.body)
+        self._write(encode_head(response.status, headers, date_header()) + response.body)
         if not keep_alive:
             self._stop_parsing()
+            self._uncork()
             transport.close()
             return
         self._next_request()
@@ -334,6 +460,7 @@ class HTTPConnection(asyncio.Protocol):
         """Answer a request the engine refuses before the app sees it, and close."""
         transport = self.transport
         self._stop_parsing()
+        self._uncork()
         if transport is None:
             return
         if self.active is None:

@@ -1,8 +1,9 @@
 """The native engine's server: listen, time out idle clients, stop gracefully.
 
 One task sweeps the connections that are waiting for a request (slowloris
-and idle keep-alive deadlines); subscribers are never in that set, so the
-sweep costs nothing per subscriber (their heartbeats are the hub's own sweep).
+and idle keep-alive deadlines) or for the rest of a push's body
+(``--body-timeout``); subscribers are never in those sets, so the sweep costs
+nothing per subscriber (their heartbeats are the hub's own sweep).
 
 Stopping (SIGTERM/SIGINT): stop accepting, close idle connections, close the
 hub (every subscriber gets the ``shutdown`` event and its stream ends),
@@ -16,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+import ssl
 from typing import Any
 
 from ...asgi import SSEApp
@@ -39,8 +42,14 @@ class NativeServer:
         limits: Limits | None = None,
         backlog: int = 1024,
         grace: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.app = app
+        self.tls = tls
+        self.sock = sock
+        """A listening socket to serve on (a worker of ``--workers``: its parent bound it and
+        said where it listens), instead of binding ``host:port``."""
         self.host = host
         self.port = port
         self.limits = limits or Limits()
@@ -50,6 +59,7 @@ class NativeServer:
         self.state: dict[str, Any] | None = None
         self.connections: dict[HTTPConnection, None] = {}
         self._deadlines: dict[HTTPConnection, float] = {}
+        self._body_deadlines: dict[HTTPConnection, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Server | None = None
         self._stop: asyncio.Event | None = None
@@ -73,6 +83,7 @@ class NativeServer:
     def disconnected(self, conn: HTTPConnection) -> None:
         self.connections.pop(conn, None)
         self._deadlines.pop(conn, None)
+        self._body_deadlines.pop(conn, None)
         if self._all_gone is not None and not self.connections:
             self._all_gone.set()
 
@@ -90,7 +101,15 @@ class NativeServer:
         else:
             self._deadlines[conn] = self.loop.time() + self.limits.keepalive_timeout
 
-    def keep(self, task: asyncio.Task[None]) -> None:
+    def wait_for_body(self, conn: HTTPConnection) -> None:
+        """A push's head is in, its body not yet: it has ``--body-timeout`` for all of it."""
+        self._body_deadlines[conn] = self.loop.time() + self.app.body_timeout
+
+    def body_received(self, conn: HTTPConnection) -> None:
+        if self._body_deadlines:
+            self._body_deadlines.pop(conn, None)
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
         """Hold a short-lived task (subscribing, replaying) until it ends: the loop keeps only weak ones."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -99,7 +118,11 @@ class NativeServer:
         self._deadlines.pop(conn, None)
 
     async def _sweep(self) -> None:
-        interval = max(0.05, min(1.0, self.limits.header_timeout / 4, self.limits.keepalive_timeout / 4))
+        limits = self.limits
+        interval = max(
+            0.05,
+            min(1.0, limits.header_timeout / 4, limits.keepalive_timeout / 4, self.app.body_timeout / 4),
+        )
         while True:
             await asyncio.sleep(interval)
             now = self.loop.time()
@@ -107,6 +130,11 @@ class NativeServer:
             for conn in expired:
                 self._deadlines.pop(conn, None)
                 conn.close_idle()
+            if self._body_deadlines:
+                late = [c for c, t in self._body_deadlines.items() if t <= now]
+                for conn in late:
+                    self._body_deadlines.pop(conn, None)
+                    conn.body_timed_out()
 
     # -------------------------------------------------------------- life
 
@@ -117,15 +145,33 @@ class NativeServer:
         lifespan = Lifespan(self.app)
         await lifespan.startup()
         self.state = lifespan.state or None
-        self._listener = await self.loop.create_server(
-            lambda: HTTPConnection(self), self.host, self.port, backlog=self.backlog, reuse_address=True
+        # With TLS, uvloop's SSL transport sits between the connection and the
+        # socket: the same writes, the same flow control (pause/resume_writing
+        # on its buffered ciphertext); a client must finish its handshake within
+        # the header timeout, as it must finish its head.
+        tls_options: dict[str, Any] = (
+            {"ssl": self.tls, "ssl_handshake_timeout": self.limits.header_timeout} if self.tls else {}
         )
+        if self.sock is not None:
+            self._listener = await self.loop.create_server(
+                lambda: HTTPConnection(self), sock=self.sock, backlog=self.backlog, **tls_options
+            )
+        else:
+            self._listener = await self.loop.create_server(
+                lambda: HTTPConnection(self),
+                self.host,
+                self.port,
+                backlog=self.backlog,
+                reuse_address=True,
+                **tls_options,
+            )
         sweeper = self.loop.create_task(self._sweep())
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.stop)
         if self.port == 0:  # --port 0: the kernel chose; say which
             self.port = int(self._listener.sockets[0].getsockname()[1])
-        announce(self.host, self.port)
+        if self.sock is None:
+            announce(self.host, self.port, tls=self.tls is not None)
         try:
             await self._stop.wait()
             await self._shutdown()
