@@ -72,7 +72,7 @@ class BusListener(Protocol):
         ...
 
     def bus_state(self, error: str | None) -> None:
-        """The bus cannot read the store (``error``), or can again (None)."""
+        """The bus cannot read the store (``error``, told again when it changes), or can again (None)."""
         ...
 
     def node_figures(self) -> NodeFigures:

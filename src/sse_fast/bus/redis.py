@@ -104,7 +104,7 @@ class RedisBus:
         self._last = 0
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
-        self._failing = False
+        self._failing: str | None = None  # the reason last reported to the listener
         tag = store.epoch_key.rpartition(":")[0]
         self._nodes_key = f"{tag}:nodes"
         self._on_prefix = f"{tag}:on:"
@@ -310,9 +310,10 @@ class RedisBus:
             except _UNAVAILABLE as exc:
                 if self._generation != generation:
                     return
-                if not self._failing:
-                    self._failing = True
-                    listener.bus_state(f"{type(exc).__name__}: {exc}")
+                reason = f"{type(exc).__name__}: {exc}"
+                if reason != self._failing:  # a new fault, or the same outage for another reason
+                    self._failing = reason
+                    listener.bus_state(reason)
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MOST, delay * 2)
                 wait = False
@@ -321,8 +322,8 @@ class RedisBus:
                 return
             self.reads += 1
             delay = RETRY_FIRST
-            if self._failing:
-                self._failing = False
+            if self._failing is not None:
+                self._failing = None
                 listener.bus_state(None)
             if current != epoch:
                 listener.history_changed()

@@ -215,7 +215,7 @@ class BusDelivery:
         self._on_history_changed()
 
     def bus_state(self, error: str | None) -> None:
-        if error is not None and self.error is None:
+        if error is not None and error != self.error:  # the reason an operator reads is the latest
             logger.warning("bus: cannot follow the store, live events wait until it is back: %s", error)
         elif error is None and self.error is not None:
             logger.warning("bus: following the store again from seq %d", self.delivered)
