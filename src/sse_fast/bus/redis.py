@@ -242,7 +242,8 @@ class RedisBus:
             client = self._client
             now_ms = time.time() * 1000
             listener = self._listener
-            mine_now = listener.node_figures() if listener is not None else NodeFigures(0, 0)
+            assert listener is not None  # start() sets it before this task begins
+            mine_now = listener.node_figures()
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     pipe.zadd(self._nodes_key, {self._node_id: now_ms + LEASE * 1000})
