@@ -201,6 +201,26 @@ def test_a_dead_nodes_users_stop_counting_as_online_when_its_lease_ends(
     asyncio.run(main())
 
 
+def test_a_follower_goes_on_when_redis_has_lost_its_read_script() -> None:
+    """The follower's read is a script called by its digest: after ``SCRIPT FLUSH`` (as after a
+    Redis restart) it loads it again and delivers what was pushed meanwhile, nothing skipped."""
+    reachable_redis(REDIS)
+
+    async def main() -> None:
+        async with two_nodes([]) as (a, b):
+            on_b = await Connection(b, "u").open()
+            first = await a.push(Event("n", 1))
+            await until(lambda: len(on_b.events) == 1)
+            admin = aioredis.Redis.from_url(REDIS)
+            await admin.script_flush()
+            await admin.aclose()
+            later = [*await a.push(Event("n", 2)), *await a.push(Event("n", 3))]
+            await until(lambda: len(on_b.events) == 3)
+            assert [e.id for e in on_b.events] == [*first, *later]
+
+    asyncio.run(main())
+
+
 def test_a_push_saved_in_several_calls_goes_out_whole_and_in_order_on_the_other_node() -> None:
     """A save cut into many script calls (here: a tiny call budget) is held back by the follower
     until its last call, like a resume reader; pushes saved meanwhile follow it, in seq order."""

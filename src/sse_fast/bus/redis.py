@@ -3,11 +3,13 @@
 The store's save script already numbers every accepted event and appends it
 to ``{P}:stream`` (entry id ``<seq>-0``, self-contained fields, and ``o`` the
 node that accepted it).  This bus follows that stream on its own connection:
-a blocking ``XREAD`` from the last seq it delivered is the wake-up, then one
-MULTI/EXEC reads, at one instant, the entries after that seq, the epoch key
-and the open-save marks.  It hands the entries to the hub in seq order, this
-node's own pushes included, so every node sends the same ids in the same
-order.  What it checks on each read:
+a blocking ``XREAD`` from the last seq it delivered is the wake-up, and a
+script pipelined behind it reads, at one instant, the entries after that seq,
+the epoch key and the open-save marks: one round trip per wake-up (Redis runs
+a client's commands in order, so the script waits for the read it follows).
+It hands the entries to the hub in seq order, this node's own pushes
+included, so every node sends the same ids in the same order.  What it checks
+on each read:
 
 * **the epoch**: another (or no) epoch in ``{P}:epoch`` means Redis lost the
   history followed: the entries read are dropped, the hub is told
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -51,7 +54,7 @@ from typing import Any
 
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..stores.redis import COMMAND_TIMEOUT, RedisStore
@@ -78,6 +81,19 @@ PRESENCE_CHUNK = 1000
 """Users per SADD/SREM/SMISMEMBER."""
 CLOSE_WAIT = 2.0
 """Seconds :meth:`RedisBus.close` waits for its cancelled tasks to end."""
+
+_READ_LUA = """
+return {
+    redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2]),
+    redis.call('GET', KEYS[2]),
+    redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'),
+    redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1),
+}
+"""
+"""One read of the follower, atomic: entries after seq ARGV[1] (at most ARGV[2]) of KEYS[1] (the
+stream), the epoch (KEYS[2]; false when absent), the open-save marks (KEYS[3]) and the stream's
+first entry."""
+_READ_SHA = hashlib.sha1(_READ_LUA.encode()).hexdigest()
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, ResponseError)
 """What makes a read fail for now (a Redis that is down, restarting or loading its data)."""
@@ -300,14 +316,16 @@ class RedisBus:
         while self._generation == generation:
             client = self._client
             try:
-                if wait:
-                    await client.xread({stream: f"{self._last}-0"}, count=1, block=self._block_ms)
-                async with client.pipeline(transaction=True) as pipe:
-                    pipe.xread({stream: f"{self._last}-0"}, count=READ_COUNT)
-                    pipe.get(store.epoch_key)
-                    pipe.zrange(store.open_key, 0, -1, withscores=True)
-                    pipe.xrange(stream, "-", "+", count=1)
-                    found, current, unfinished, head = await pipe.execute()
+                async with client.pipeline(transaction=False) as pipe:
+                    if wait:
+                        pipe.xread({stream: f"{self._last}-0"}, count=1, block=self._block_ms)
+                    keys = (stream, store.epoch_key, store.open_key)
+                    pipe.evalsha(_READ_SHA, len(keys), *keys, self._last, READ_COUNT)
+                    *_, (entries, current, marks, head) = await pipe.execute()
+            except NoScriptError:  # a Redis that restarted, or flushed its scripts
+                await client.script_load(_READ_LUA)
+                wait = False
+                continue
             except _UNAVAILABLE as exc:
                 if self._generation != generation:
                     return
@@ -331,8 +349,7 @@ class RedisBus:
                 await asyncio.sleep(self._block_ms / 1000)  # until follow() replaces this task
                 wait = False
                 continue
-            entries = found[0][1] if found else []
-            held_from = _oldest_open(unfinished)
+            held_from = _oldest_open(marks)
             events: list[BusEvent] = []
             held = False
             for entry_id, fields in entries:
@@ -340,7 +357,7 @@ class RedisBus:
                 if held_from is not None and seq >= held_from:
                     held = True
                     break
-                events.append(_decode(seq, fields))
+                events.append(_decode(seq, dict(zip(fields[::2], fields[1::2], strict=True))))
             if events:
                 if events[0].seq != self._last + 1 and _first_seq(head) > self._last + 1:
                     listener.gap(epoch, self._last, events[0].seq)
@@ -363,16 +380,19 @@ def _figures(published: dict[str, str], alive: Sequence[str]) -> dict[str, NodeF
     return figures
 
 
-def _first_seq(head: list[tuple[str, Any]]) -> int:
+def _first_seq(head: list[Any]) -> int:
     """The seq of the stream's first entry.  Seqs missing above it were never written (a save
     script that failed after allocating them); missing below it, they were trimmed."""
     return int(head[0][0].partition("-")[0]) if head else 0
 
 
-def _oldest_open(unfinished: list[tuple[str, float]]) -> int | None:
-    """The first seq of the oldest save still being written (a mark past its deadline holds nothing)."""
+def _oldest_open(marks: list[str]) -> int | None:
+    """The first seq of the oldest save still being written (a mark past its deadline holds nothing).
+
+    ``marks``: ``{P}:open`` as a script reads it, first seq and deadline (ms) after one another."""
     now_ms = time.time() * 1000
-    live = [int(first) for first, deadline in unfinished if deadline > now_ms]
+    pairs = zip(marks[::2], marks[1::2], strict=True)
+    live = [int(first) for first, deadline in pairs if float(deadline) > now_ms]
     return min(live) if live else None
 
 
