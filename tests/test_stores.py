@@ -353,9 +353,26 @@ def test_memory_store_forgets_the_recipient_sets_of_the_events_it_drops() -> Non
         many = tuple(f"u{n}" for n in range(100))
         for i in range(20):
             await store.save([ev(i, many)])
-        assert len(store._recipients) == 5
+        # held no longer than their events (trimmed in batches: at most max_events more)
+        assert set(store._recipients) == {e.seq for e in store._events}
+        assert len(store._recipients) <= 10
         assert [e.data for e in await store.list_after("u99", 0)] == [f'{{"n":{n}}}' for n in range(15, 20)]
         assert await store.list_after("u100", 0) == []
+        await store.close()
+
+    run(body())
+
+
+def test_memory_store_trims_in_batches_but_readers_see_the_exact_bound() -> None:
+    async def body() -> None:
+        store = await opened(MemoryStore(max_events=300))
+        for i in range(1, 1001):
+            await store.save([ev(i, ("a",))])
+            if i in (301, 450, 556, 1000):  # past the bound, within a batch and after trims
+                assert await store.first_seq() == i - 299
+                shown = await store.list_after("a", 0, limit=1000)
+                assert [e.seq for e in shown] == list(range(i - 299, i + 1))
+        assert len(store._events) <= 300 + 256
         await store.close()
 
     run(body())

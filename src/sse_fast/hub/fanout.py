@@ -235,6 +235,15 @@ class Fanout:
             wire_id = ev.id if ev.id is not None else event_id
             frames.append(body if wire_id is None else b"id: " + wire_id.encode() + b"\n" + body)
             stamped.append(Event(ev.event, ev.data, wire_id, raw=ev.raw))
+        if (
+            targets is not None
+            and len(targets) == 1
+            and len(frames) == 1
+            and not self._pending
+            and self._place_one(targets[0], frames[0], stamped[0], seqs[0])
+        ):
+            self._schedule_slice()
+            return
         if targets is None:
             push = PendingPush(frames, stamped, seqs, None, 0, len(frames), sum(len(f) for f in frames))
         else:
@@ -255,6 +264,32 @@ class Fanout:
             else:
                 self._pending_recipients += push.left
         self._schedule_slice()
+
+    def _place_one(self, uid: str, frame: bytes, event: Event, seq: int) -> bool:
+        """One event for one user, nothing waiting (most notifications): :meth:`_place`'s work
+        without its bookkeeping.  False when nobody here has the user: :meth:`_place` reports it."""
+        subs = self._registry.by_uid.get(uid)
+        if not subs:
+            return False
+        ring = self._ring
+        entry = (ring.head, frame, event, seq)
+        reached = False
+        for sub in subs if len(subs) == 1 else list(subs):
+            if sub.closed:
+                continue
+            reached = True
+            if sub.event_type is not None and sub.event_type != event.event:
+                continue
+            private = sub.private
+            if private is None:
+                sub.private = [entry]
+            else:
+                private.append(entry)
+                if len(private) > ring.max_frames:
+                    self._fell_behind(sub)
+                    continue
+            self._dirty[sub] = None
+        return reached
 
     def _append(self, push: PendingPush) -> None:
         """A broadcast's turn: its frames into the ring, and a round owed to everyone."""

@@ -503,7 +503,9 @@ class Hub:
             targets = validate_uids(uids)
         else:
             targets = await self._targets(uids)
-        if len(batch) <= CHUNK_EVENTS:
+        if len(batch) == 1:  # most pushes: none of the comprehensions' frames on this path
+            prepared = [encode_body(batch[0], 0)]
+        elif len(batch) <= CHUNK_EVENTS:
             prepared = [encode_body(ev, i) for i, ev in enumerate(batch)]
         else:
             prepared = await self._encoded(batch)
@@ -515,14 +517,21 @@ class Hub:
         if targets is None:
             self._fanout.check_broadcast(batch, prepared)
         if self._store is not None:
-            stored = await self._store_health.save(
-                [
+            if len(batch) == 1:
+                one = batch[0]
+                new = [NewEvent(one.event, prepared[0][0], targets, one.id)]
+            else:
+                new = [
                     NewEvent(ev.event, text, targets, ev.id)
-                    for ev, (text, _) in zip(batch, prepared, strict=False)
+                    for ev, (text, _) in zip(batch, prepared, strict=True)
                 ]
-            )
-            seqs = [s.seq for s in stored]
-            ids = [s.id for s in stored]
+            save_now = self._store_health.save_now
+            stored = save_now(new) if save_now is not None else await self._store_health.save(new)
+            if len(stored) == 1:
+                seqs, ids = [stored[0].seq], [stored[0].id]
+            else:
+                seqs = [s.seq for s in stored]
+                ids = [s.id for s in stored]
             if ids[0].rpartition("-")[0] == self._history.epoch:
                 self._history.saw(seqs[-1])
                 if self._follows:  # the bus brings it back, in the cluster's order

@@ -6,7 +6,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ..stores.base import HistoryLostError, NewEvent, Store, StoredEvent, StoreUnavailableError
+from ..stores.base import (
+    HistoryLostError,
+    NewEvent,
+    SaveNow,
+    Store,
+    StoredEvent,
+    StoreUnavailableError,
+    save_without_io,
+)
 from .history import History
 from .stats import HubStats
 
@@ -40,6 +48,8 @@ class StoreHealth:
         self._error: str | None = None
         self._history_lock: asyncio.Lock | None = None
         self._stopped = False
+        self.save_now: SaveNow | None = save_without_io(store)
+        """The store's save as a plain call, when it has no I/O (memory): nothing to fail or adopt."""
 
     @property
     def error(self) -> str | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import SSEFastError
 
@@ -150,6 +150,27 @@ class StoredEvent(NamedTuple):
     def wire_id(self) -> str:
         """The id a subscriber saw live, and so gets in a replay."""
         return self.id if self.publisher_id is None else self.publisher_id
+
+
+SaveNow = Callable[[Sequence["NewEvent"]], list["StoredEvent"]]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def only_calls_save_now(save: _F) -> _F:
+    """Mark a store's ``save`` as nothing but a call of its ``save_now`` (see :func:`save_without_io`)."""
+    save.only_calls_save_now = True  # type: ignore[attr-defined]
+    return save
+
+
+def save_without_io(store: object) -> SaveNow | None:
+    """The store's ``save_now`` when its ``save`` is marked as only calling it: a save with no I/O
+    that the push path takes without a coroutine.  A subclass that replaces ``save`` (to suspend,
+    to count) loses the mark, so it is awaited as usual."""
+    save_now = getattr(store, "save_now", None)
+    save = getattr(type(store), "save", None)
+    if save_now is None or getattr(save, "only_calls_save_now", False) is not True:
+        return None
+    return save_now  # type: ignore[no-any-return]
 
 
 @runtime_checkable

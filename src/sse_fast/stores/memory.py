@@ -8,6 +8,11 @@ Publisher ids are indexed in a dict (id -> latest seq) and a deque of
 many users also keeps its recipients as a set: a resuming subscriber's page
 asks of every event kept whether it was one of them, and a scan of a tuple of
 100,000 uids per event held the loop for milliseconds per subscriber.
+
+The count bound is exact for readers but trimmed in batches: the deque may
+hold up to ``PRUNE_BATCH`` events past ``max_events``, which ``first_seq``
+and ``list_after`` do not show, so a save pays for a trim once a batch
+instead of on every save.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from .base import (
     StoreClosedError,
     StoredEvent,
     check_limit,
+    only_calls_save_now,
     wall_clock,
 )
 
 DEFAULT_MAX_EVENTS = 10_000
+PRUNE_BATCH = 256
+"""Events past the count bound kept (unseen) until one trim drops them all."""
 MANY_RECIPIENTS = 32
 """Recipients from which an event's are also kept as a set (a tuple scan is faster below)."""
 
@@ -44,6 +52,7 @@ class MemoryStore:
         clock: Clock = wall_clock,
     ) -> None:
         self._retention = Retention(max_events, max_age)
+        self._prune_past = None if max_events is None else max_events + min(PRUNE_BATCH, max_events)
         self._clock = clock
         self._epoch = new_epoch()
         self._events: deque[StoredEvent] = deque()
@@ -68,7 +77,12 @@ class MemoryStore:
     async def close(self) -> None:
         self._open = False
 
+    @only_calls_save_now
     async def save(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        return self.save_now(events)
+
+    def save_now(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        """:meth:`save` without a coroutine: it does no I/O, and the hub's push path takes it so."""
         if not self._open:
             raise StoreClosedError("MemoryStore: save before open() or after close()")
         # created never goes backwards, so age pruning can stop at the first young event.
@@ -90,7 +104,8 @@ class MemoryStore:
         kept.extend(out)
         # Prune only when something is due to go: a look at the count and the oldest event.
         retention = self._retention
-        if (retention.max_events is not None and len(kept) > retention.max_events) or (
+        prune_past = self._prune_past
+        if (prune_past is not None and len(kept) > prune_past) or (
             retention.max_age is not None and kept[0].created < now - retention.max_age
         ):
             self._prune(now)
@@ -129,7 +144,8 @@ class MemoryStore:
         if not kept:
             return []
         out: list[StoredEvent] = []
-        start = max(0, after_seq + 1 - kept[0].seq)
+        first = kept[0].seq
+        start = max(0, after_seq + 1 - first, self._retention.first_kept_seq(self._last_seq) - first)
         many = self._recipients
         for ev in islice(kept, start, None):
             uids: Collection[str] | None = ev.uids
@@ -148,7 +164,9 @@ class MemoryStore:
         """Nothing to recover: :meth:`check` never reports a lost history."""
 
     async def first_seq(self) -> int:
-        return self._events[0].seq if self._events else self._last_seq + 1
+        if not self._events:
+            return self._last_seq + 1
+        return max(self._events[0].seq, self._retention.first_kept_seq(self._last_seq))
 
     async def last_seq(self) -> int:
         return self._last_seq

@@ -100,6 +100,7 @@ class HTTPConnection(asyncio.Protocol):
     __slots__ = (
         "_corked",
         "_drain",
+        "_expect_continue",
         "_head_bytes",
         "_headers",
         "_in_head",
@@ -129,6 +130,7 @@ class HTTPConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._expect_continue = False  # the head asked for "100 Continue"
         self._head_bytes = 0
         self._raw_head = 0
         self._in_head = True
@@ -208,6 +210,7 @@ class HTTPConnection(asyncio.Protocol):
             return  # a pipelined request after an answer that closes the connection
         self._url = b""
         self._headers = []
+        self._expect_continue = False
         self._head_bytes = 0
         self._in_head = True
         self.server.wait_for_head(self)
@@ -217,7 +220,10 @@ class HTTPConnection(asyncio.Protocol):
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        self._headers.append((name, value))
+        if name == b"expect":
+            self._expect_continue = value.lower() == b"100-continue"
         self._count_head(len(name) + len(value) + 4)
         if len(self._headers) > self.server.limits.max_headers:
             raise HeadTooLarge(f"headers: more than {self.server.limits.max_headers}")
@@ -249,7 +255,7 @@ class HTTPConnection(asyncio.Protocol):
         if name == SUBSCRIBE:  # streamed here, without the ASGI bridge
             item = SubscribeRequest(Request(method, path, query, headers), version == "1.1", keep_alive)
         else:
-            expect = any(k == b"expect" and v.lower() == b"100-continue" for k, v in headers)
+            expect = self._expect_continue
             if name == PUSH:  # answered here too
                 item = PushRequest(
                     Request(method, path, query, headers), version == "1.1", keep_alive, expect
