@@ -667,13 +667,24 @@ class Fanout:
     def _merge_private(self, sub: Subscriber) -> tuple[bytes, int]:
         """Interleave a subscriber's own frames with the broadcast ring, in push order."""
         ring = self._ring
+        cursor = sub.cursor
+        private = sub.private or []
+        if len(private) == 1 and cursor == ring.head:  # a notification, nothing broadcast since
+            sub.private = None
+            _, frame, event, seq = private[0]
+            if seq > sub.after_seq or seq == 0:
+                if sub.inflight_private is None:
+                    sub.inflight_private = [event]
+                else:
+                    sub.inflight_private.append(event)
+                return frame, 1
+            return b"", 0
         parts: list[bytes] = []
         total = 0
-        cursor = sub.cursor
         inflight = sub.inflight_private
         if inflight is None:
             inflight = sub.inflight_private = []
-        for pos, frame, event, seq in sub.private or ():
+        for pos, frame, event, seq in private:
             if pos > cursor:
                 chunk, cursor, n = ring.collect(cursor, pos, sub.event_type, sub.after_seq)
                 parts.append(chunk)

@@ -117,6 +117,11 @@ class MemoryStore:
         oldest = self._retention.oldest_kept_time(now)
         dropped = False
         recipients = self._recipients
+        if kept and not recipients and kept[0].seq < first:  # the count's batch, without a test each
+            popleft = kept.popleft
+            for _ in range(min(len(kept), first - kept[0].seq)):
+                popleft()
+            dropped = True
         while kept and (kept[0].seq < first or (oldest is not None and kept[0].created < oldest)):
             gone = kept.popleft()
             if recipients:
