@@ -29,8 +29,10 @@ N subscribers; ``sat_small`` saturation sweep at N/10; ``idle`` idle at
 1.9 N (max 19,000) and half that, heartbeats on, memory per connection and
 a projection to 100,000; ``unicast`` 1,000 pushes/s to random uids (open loop:
 a late answer does not lower the offered rate); ``unicast_max`` unicasts as fast
-as the publisher's connections are answered; ``seqpub``/``seqpub_max`` one
-publisher that waits for each answer, paced at 20/s or not.
+as the publisher's connections are answered; ``sequni`` one publisher that
+sends a unicast, waits for its answer and sends the next; ``seqpub``/
+``seqpub_max`` one publisher of broadcasts that waits for each answer, paced
+at 20/s or not.
 
 Quick smoke run (about a minute)::
 
@@ -71,7 +73,18 @@ from fastload import run_fast_load  # noqa: E402
 from loadgen import Config, run_load  # noqa: E402
 
 SERVERS = ("sse_fast", "native", "bare_granian", "sse_starlette", "raw_uvloop", "epoll_floor")
-SCENARIOS = ("b5", "b20", "sat", "sat_small", "idle", "unicast", "unicast_max", "seqpub", "seqpub_max")
+SCENARIOS = (
+    "b5",
+    "b20",
+    "sat",
+    "sat_small",
+    "idle",
+    "unicast",
+    "unicast_max",
+    "sequni",
+    "seqpub",
+    "seqpub_max",
+)
 LOADS = ("python", "c")  # loadtest/loadgen.py, or loadtest/fastload.c driven by loadtest/fastload.py
 DEFAULT_SSE_FAST_CMD = (
     f"{Path(sys.executable).parent / 'sse-fast'} serve --host 127.0.0.1 --port {{port}} "
@@ -294,6 +307,8 @@ def plans(args: argparse.Namespace) -> list[Plan]:
         "unicast_max": Plan(
             "unicast_max", [Step("unicast_max", n, 0.0, mode="unicast", duration=d, saturate=True)]
         ),
+        # A backend sending notifications in a loop: one unicast, then the next after its answer.
+        "sequni": Plan("sequni", [Step("sequni", n, 0.0, mode="unicast", duration=d, sequential=True)]),
         # A backend posting in a loop: paced at 20/s, and as fast as the answers come.
         "seqpub": Plan("seqpub", [Step("seqpub", n, 20.0, duration=d, sequential=True)]),
         "seqpub_max": Plan("seqpub_max", [Step("seqpub_max", n, 0.0, duration=d, sequential=True)]),
@@ -496,7 +511,7 @@ def table(results: list[dict[str, Any]]) -> str:
             else (f"{rate:g} broadcasts/s" if rate else "idle")
         )
         if rows[0].get("sequential"):
-            what = "one sequential publisher, " + (f"paced at {rate:g}/s" if rate else "unpaced")
+            what = f"one sequential {mode} publisher, " + (f"paced at {rate:g}/s" if rate else "unpaced")
         if rows[0].get("saturate"):
             what = f"saturating {mode} publisher"
         lines.append(
