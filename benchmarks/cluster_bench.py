@@ -64,9 +64,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fanout  # noqa: E402
-from fanout import Server, Step, free_port, run_step  # noqa: E402
+from fanout import Server, Step, run_step  # noqa: E402
 from fastload import run_fast_load  # noqa: E402
 from loadgen import Config  # noqa: E402
+from own_redis import free_port, redis_server_argv  # noqa: E402
 
 SSE_FAST = Path(sys.executable).parent / "sse-fast"
 SERVE = (
@@ -80,17 +81,7 @@ class RedisProcess:
 
     def __init__(self, core: int) -> None:
         self.port = free_port()
-        cmd = [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
+        cmd = redis_server_argv(self.port)
         if core >= 0 and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import httpx
+from own_redis import free_port, redis_server_argv
 
 from sse_fast import EventParser
 
@@ -395,12 +396,6 @@ async def run_subscribers(args: argparse.Namespace) -> None:
 # ============================================================ the processes of a run
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def raise_nofile() -> None:
     """In the child, before exec: the open-file limit up to its hard limit (each process holds thousands)."""
     import resource
@@ -572,17 +567,7 @@ class Run:
         redis_port = free_port()
         redis = Started(
             "redis",
-            [
-                args.redis_server,
-                "--port",
-                str(redis_port),
-                "--bind",
-                HOST,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            redis_server_argv(redis_port, args.redis_server),
             self.work,
             args.load_core,
         )

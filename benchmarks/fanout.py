@@ -71,6 +71,7 @@ sys.path.insert(0, str(ROOT / "loadtest"))
 
 from fastload import run_fast_load  # noqa: E402
 from loadgen import Config, run_load  # noqa: E402
+from own_redis import free_port  # noqa: E402
 
 SERVERS = ("sse_fast", "native", "bare_granian", "sse_starlette", "raw_uvloop", "epoll_floor")
 SCENARIOS = (
@@ -93,12 +94,6 @@ DEFAULT_SSE_FAST_CMD = (
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_epoll_floor() -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from own_redis import free_port, redis_server_argv
 
 from sse_fast import EventParser
 
@@ -42,12 +42,6 @@ BEFORE = 20
 """Pushes before the resumes: each subscriber resumes after the first, so 19 are replayed."""
 DURING = 10
 """Pushes while the resumes go on: each subscriber must get these live (or replayed) too."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class Resumer:
@@ -144,7 +138,7 @@ def main() -> int:
     redis_port, port = free_port(), free_port()
     log = Path(tempfile.mkdtemp(prefix="resume-burst-")) / "node.log"
     redis = subprocess.Popen(
-        [args.redis_server, "--port", str(redis_port), "--bind", HOST, "--save", "", "--appendonly", "no"],
+        redis_server_argv(redis_port, args.redis_server),
         stdout=subprocess.DEVNULL,
     )
     store = f"redis://{HOST}:{redis_port}/0?prefix=burst-{uuid.uuid4().hex[:8]}"
