@@ -29,7 +29,8 @@ N subscribers; ``sat_small`` saturation sweep at N/10; ``idle`` idle at
 1.9 N (max 19,000) and half that, heartbeats on, memory per connection and
 a projection to 100,000; ``unicast`` 1,000 pushes/s to random uids (open loop:
 a late answer does not lower the offered rate); ``unicast_max`` unicasts as fast
-as the publisher's connections are answered; ``sequni`` one publisher that
+as the publisher's connections are answered; ``batch100`` the same with 100
+events for one user per push, ``multi100`` with one event for 100 users; ``sequni`` one publisher that
 sends a unicast, waits for its answer and sends the next; ``seqpub``/
 ``seqpub_max`` one publisher of broadcasts that waits for each answer, paced
 at 20/s or not.
@@ -82,6 +83,8 @@ SCENARIOS = (
     "idle",
     "unicast",
     "unicast_max",
+    "batch100",
+    "multi100",
     "sequni",
     "seqpub",
     "seqpub_max",
@@ -262,6 +265,8 @@ class Step:
     drain: float = 3.0
     sequential: bool = False  # one publisher connection, each push after the last answer
     saturate: bool = False  # every publisher connection busy all the window (no rate)
+    uids_per_push: int = 1  # unicast: distinct random users per push (a multicast above 1)
+    events_per_push: int = 1  # events in each push's batch
 
     @property
     def offered(self) -> float:
@@ -301,6 +306,16 @@ def plans(args: argparse.Namespace) -> list[Plan]:
         # As many unicasts as the publisher's connections carry (with --load c: 8 x 16 pipelined).
         "unicast_max": Plan(
             "unicast_max", [Step("unicast_max", n, 0.0, mode="unicast", duration=d, saturate=True)]
+        ),
+        # Batches, saturating: 100 events for one user per push (they leave in one write), and one
+        # event for 100 users per push (a multicast: 100 writes).
+        "batch100": Plan(
+            "batch100",
+            [Step("batch100", n, 0.0, mode="unicast", duration=d, saturate=True, events_per_push=100)],
+        ),
+        "multi100": Plan(
+            "multi100",
+            [Step("multi100", n, 0.0, mode="unicast", duration=d, saturate=True, uids_per_push=100)],
         ),
         # A backend sending notifications in a loop: one unicast, then the next after its answer.
         "sequni": Plan("sequni", [Step("sequni", n, 0.0, mode="unicast", duration=d, sequential=True)]),
@@ -363,6 +378,8 @@ async def run_step(name: str, step: Step, args: argparse.Namespace) -> dict[str,
             sequential=step.sequential,
             saturate=step.saturate,
             push_inflight=1 if step.sequential else args.push_inflight,
+            uids_per_push=step.uids_per_push,
+            events_per_push=step.events_per_push,
         )
         report = await (run_fast_load(cfg, hook) if args.load == "c" else run_load(cfg, hook))
         samples["rss_end"] = server.rss()
@@ -394,6 +411,8 @@ def summarize(
         "push_rtt_ms": pub.get("push_rtt_ms", {}),
         "sequential": step.sequential,
         "saturate": step.saturate,
+        "events_per_push": step.events_per_push,
+        "uids_per_push": step.uids_per_push,
         "load": report.get("load", "python"),
         "push_statuses": pub.get("statuses"),
         "pushes_offered": pub.get("offered"),
@@ -509,6 +528,9 @@ def table(results: list[dict[str, Any]]) -> str:
             what = f"one sequential {mode} publisher, " + (f"paced at {rate:g}/s" if rate else "unpaced")
         if rows[0].get("saturate"):
             what = f"saturating {mode} publisher"
+            step_events, step_uids = rows[0].get("events_per_push", 1), rows[0].get("uids_per_push", 1)
+            if step_events > 1 or step_uids > 1:
+                what += f", {step_events} event(s) for {step_uids} user(s) per push"
         lines.append(
             f"\n**{scen}: {subs:,} subscribers, {what}** (offered {rows[0]['offered_events_per_s']:,.0f} "
             "events/s)\n"

@@ -122,6 +122,24 @@ def test_the_writes_to_subscribers_with_their_own_frames_are_budgeted_per_slice(
     run(main)
 
 
+def test_the_writes_keep_up_with_the_pushes_accepted_in_one_turn() -> None:
+    """Unicasts accepted within one turn of the loop (the native engine takes a read of pipelined
+    pushes at once) all go out in the next slice, past its budgets: at one slice's worth per turn,
+    accepting would outrun delivering and the backlog grow for as long as pushes came."""
+
+    async def main() -> None:
+        hub = Hub(slice_seconds=TINY, slice_visits=10)
+        await hub.start()
+        conns = [await Connection(hub, f"u{n}").open() for n in range(300)]
+        for conn in conns:  # no turn of the loop in between: a memory-less hub does not wait
+            await hub.push(Event("e", conn.uid), [conn.uid])
+        await one_turn()
+        assert [len(c.events) for c in conns] == [1] * 300
+        await hub.close()
+
+    run(main)
+
+
 def test_offline_reports_of_a_big_push_run_a_slice_at_a_time() -> None:
     """Each report runs the callback: a slice runs at most slice_visits of them."""
 

@@ -33,6 +33,13 @@ subscribers with private frames, then moves the round's hand, all within the
 slice's budget; the ``offline`` reports count against the visits when an
 ``on_push_failed`` callback runs for each.  When more than ``max_pending``
 recipients wait to be placed, a push is refused (:meth:`Fanout.overloaded`).
+The writes of private frames keep up with their placing: a slice goes on
+past its budgets until it has written as many private frames as were placed
+on accepting since the slice before (what the slices place themselves is
+already budgeted).  Pushes accepted inside a read (the native
+engine takes a publisher's pipelined pushes in one turn) would otherwise
+outrun their own delivery by the ratio of a turn's reads to one slice, and
+the backlog, the latency with it, would grow for as long as they came.
 
 Heartbeats are writes too: the sweep hands the subscribers that have been
 quiet for a heartbeat to :meth:`Fanout.beat`, and the slices write them within
@@ -174,6 +181,7 @@ class Fanout:
         # Accepted pushes not yet placed, in seq order, and what they hold.
         self._pending: deque[PendingPush] = deque()
         self._pending_recipients = 0
+        self._placed_since_slice = 0  # private frames placed outside the slices since the last one
         self._pending_frames = 0  # of broadcasts
         self._pending_bytes = 0
         self._slice_scheduled = False
@@ -256,6 +264,7 @@ class Fanout:
                 self._append(push)
             else:
                 self._place(push, math.inf, -1)
+                self._placed_since_slice += len(frames) * len(targets)  # at most, offline ones aside
         else:
             self._pending.append(push)
             if targets is None:
@@ -289,6 +298,7 @@ class Fanout:
                     self._fell_behind(sub)
                     continue
             self._dirty[sub] = None
+            self._placed_since_slice += 1
         return reached
 
     def _append(self, push: PendingPush) -> None:
@@ -492,10 +502,13 @@ class Fanout:
         self.tick()
         deadline = perf_counter() + self.slice_seconds
         most = self.slice_visits
+        keep_up, self._placed_since_slice = self._placed_since_slice, 0
         if self._pending:
             self._place_pending(deadline, most)
         if self._dirty or self._dirty_backlog:
-            most -= self._flush_dirty(deadline, most // 2 if self._owed else most)
+            share = most // 2 if self._owed else most
+            # writes past the share (keeping up) take time from the visits and beats, not their count
+            most -= min(share, self._flush_dirty(deadline, max(share, keep_up), keep_up))
         if self._owed:
             most -= self._visit(deadline, most)
         if self._beats and most > 0:
@@ -528,11 +541,13 @@ class Fanout:
             if perf_counter() >= deadline:
                 return
 
-    def _flush_dirty(self, deadline: float, most: int) -> int:
+    def _flush_dirty(self, deadline: float, most: int, keep_up: int = 0) -> int:
         """Write to the subscribers that got private frames, at most ``most`` writes; returns the writes.
 
-        What is left waits for the next slice (a subscriber's later frames
-        join its write then)."""
+        The deadline counts only once ``keep_up`` frames went out (see the
+        module docstring; the caller lifts ``most`` to ``keep_up`` too).  What
+        is left waits for the next slice (a subscriber's later frames join its
+        write then)."""
         backlog, at = self._dirty_backlog, self._dirty_at
         if at >= len(backlog):
             backlog, at = list(self._dirty), 0
@@ -540,6 +555,8 @@ class Fanout:
             self._dirty = {}
         flush_one = self.flush_one
         writes_before = self._writes
+        stats = self._stats
+        kept_up = stats.deliveries + keep_up
         looked = 0
         while at < len(backlog):
             sub = backlog[at]
@@ -549,7 +566,7 @@ class Fanout:
                 if self._writes - writes_before >= most:
                     break
             looked += 1
-            if not looked % _CHECK_EVERY and perf_counter() >= deadline:
+            if not looked % _CHECK_EVERY and perf_counter() >= deadline and stats.deliveries >= kept_up:
                 break
         if at >= len(backlog):
             self._dirty_backlog, at = [], 0
