@@ -63,6 +63,58 @@ def test_one_that_waits_goes_on_in_a_task_through_futures_turns_and_errors() -> 
     asyncio.run(main())
 
 
+def test_a_bare_yield_waits_one_turn_as_in_a_task_not_two() -> None:
+    """``await asyncio.sleep(0)`` asks for one turn; the task that carries the coroutine on starts a
+    turn later, and that is the turn (a store that needs a task yields so to get one)."""
+
+    class Ticker:
+        turns = 0
+        left = 0
+
+        def start(self) -> None:
+            self.left = 20
+            asyncio.get_running_loop().call_soon(self.tick)
+
+        def tick(self) -> None:
+            self.turns += 1
+            self.left -= 1
+            if self.left > 0:
+                asyncio.get_running_loop().call_soon(self.tick)
+
+    ticker = Ticker()
+
+    async def yields(times: int) -> int:
+        started = ticker.turns
+        for _ in range(times):
+            await asyncio.sleep(0)
+        return ticker.turns - started
+
+    async def in_a_task(times: int) -> int:
+        return await asyncio.get_running_loop().create_task(yields(times))
+
+    async def in_place(times: int) -> int:
+        loop = asyncio.get_running_loop()
+        out: asyncio.Future[int] = loop.create_future()
+
+        def start() -> None:  # from a callback, as the engine's protocol does: no task
+            try:
+                run_now(yields(times))
+            except Suspended as suspended:
+                suspended.task.add_done_callback(lambda task: out.set_result(task.result()))
+
+        loop.call_soon(start)
+        return await out
+
+    async def main() -> None:
+        for times in (1, 3):
+            for drive in (in_a_task, in_place):
+                ticker.start()
+                assert await drive(times) == times, (drive.__name__, times)
+                await asyncio.sleep(0.01)  # the ticker runs out
+
+    asyncio.run(main())
+
+
 def test_an_error_raised_in_place_or_later_reaches_the_caller() -> None:
     async def fails_at_once() -> None:
         raise KeyError("now")

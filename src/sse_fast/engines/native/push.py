@@ -88,10 +88,16 @@ def run_now(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
-    """Go on driving a coroutine that suspended on ``yielded`` (a future, or None for one loop turn)."""
+    """Go on driving a coroutine that suspended on ``yielded`` (a future, or None for one loop turn).
+
+    The task's first step comes a turn after the suspension: that is the turn
+    a bare yield asked for, so it is not waited for a second time.
+    """
+    first = True
     while True:
         if yielded is None:
-            await asyncio.sleep(0)
+            if not first:
+                await asyncio.sleep(0)
         else:
             # The future marked itself awaited when it was yielded; a task clears that
             # mark when it takes the future over, and so must we before awaiting it.
@@ -104,6 +110,7 @@ async def _carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
                     raise
             except Exception:
                 pass  # the coroutine reads the outcome from the future itself
+        first = False
         try:
             yielded = coro.send(None)
         except StopIteration as done:
