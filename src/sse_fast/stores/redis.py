@@ -32,10 +32,14 @@ into the wire id ``<epoch>-<seq>``.
 Ordering: one Lua script allocates the seqs (INCRBY), XADDs the entries with
 explicit ids and updates the indexes atomically, so concurrent savers in many
 processes get strictly increasing seqs and the stream order is the seq order.
-Within a process, saves go through one writer task that sends everything
-queued as one save (a group commit: one round trip for many pushes) and
-resolves the callers in order, which keeps completion FIFO even though the
-client has a pool of connections.
+Within a process, one save is in flight at a time, which keeps completion
+FIFO even though the client has a pool of connections.  A save that finds
+none in flight and none waiting sends itself, from its caller's task (the
+common case, a push now and then: no hand-off to another task, whose wake-up
+and answer would each wait for a turn of a loop busy with fan-out slices).
+Saves that arrive while one is in flight wait for the writer task, which
+sends everything waiting as one save (a group commit: one round trip for many
+pushes) and resolves the callers in order.
 
 Large saves: one script call does at most ``CALL_BUDGET`` work (~2,000 index
 entries, ~10 ms of Redis), so a save of 100,000 recipients goes in some 50-150
@@ -91,7 +95,9 @@ timeouts and one quick reconnect attempt by default; options given in the URL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -435,7 +441,26 @@ class _SaveRequest:
     events: Sequence[NewEvent]
 
 
-_STOP = object()
+_timeout = getattr(asyncio, "timeout", None)
+"""``asyncio.timeout`` (Python 3.11+).  With it, saves go on a connection without redis-py's
+``socket_timeout``, whose every command, on Python 3.11, sends through ``asyncio.wait_for``:
+a task of its own, two more turns of the loop per save; the store bounds each save itself.
+Without it (3.10), saves keep redis-py's timeouts and all go through the writer task."""
+
+
+def _deadline(seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
+    """A bound on one save's calls where redis-py's timeouts do not bound them (see :data:`_timeout`)."""
+    return contextlib.nullcontext() if _timeout is None else _timeout(seconds)
+
+
+def _no_answer(timeout: float) -> StoreUnavailableError:
+    return StoreUnavailableError(f"RedisStore: save: no answer from Redis within {timeout} s")
+
+
+def _expire(future: asyncio.Future[list[StoredEvent]], timeout: float) -> None:
+    """A waiting save's time is up: not sent yet, it never will be; in flight, Redis may still run it."""
+    if not future.done():
+        future.set_exception(_no_answer(timeout))
 
 
 def _text(value: str | bytes) -> str:
@@ -482,10 +507,14 @@ class RedisStore:
             index_ttl = int(max_age) + 1
         self._index_ttl = index_ttl or 0
         self._clock = clock
+        self._saver: aioredis.Redis | None = None  # saves' own connection, while open
         self._save_script = self._redis.register_script(_SAVE_LUA)
         self._epoch = ""
         self._last_created = 0.0
-        self._queue: asyncio.Queue[Any] | None = None
+        self._waiting: deque[_SaveRequest] = deque()
+        self._kick = asyncio.Event()  # something waits, or the store closes
+        self._sending = False  # a save is in flight
+        self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
         """Group commits made by :meth:`save` since open (one per group of queued saves)."""
@@ -500,7 +529,7 @@ class RedisStore:
     def epoch(self) -> str:
         return self._epoch
 
-    def new_client(self, socket_timeout: float) -> aioredis.Redis:
+    def new_client(self, socket_timeout: float | None) -> aioredis.Redis:
         """Another client to the same Redis with its own connections (a follower's blocking
         reads must not hold the connections saves use), answers decoded as text."""
         if self._url is not None:
@@ -524,64 +553,110 @@ class RedisStore:
         if self._writer is not None:
             return
         await self._adopt_epoch()
+        self._saver = self.new_client(None if _timeout is not None else COMMAND_TIMEOUT)
+        self._save_script = self._saver.register_script(_SAVE_LUA)
         # apply retention now, as the protocol promises
-        await self._call_script([], _Call(), [], max(self._clock(), self._last_created))
-        self._queue = asyncio.Queue()
+        try:
+            async with _deadline(SAVE_TIMEOUT):
+                await self._call_script([], _Call(), [], max(self._clock(), self._last_created))
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"RedisStore: open: no answer from Redis within {SAVE_TIMEOUT} s"
+            ) from None
+        self._closing = False
+        self._kick = asyncio.Event()  # of this loop (a store may be opened again on another)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def close(self) -> None:
-        """Send every save already queued, stop the writer task, close an owned client."""
-        writer, queue = self._writer, self._queue
-        if writer is None or queue is None:
+        """Send every save already waiting, stop the writer task, close an owned client."""
+        writer = self._writer
+        if writer is None:
             return
         self._writer = None
-        queue.put_nowait(_STOP)
-        await writer
+        self._closing = True
+        self._kick.set()
+        await writer  # it ends once a save sent from its caller's task ended too
+        if self._saver is not None:
+            await self._saver.aclose()
+            self._saver = None
         if self._url is not None:  # we made the client, so we close it; a re-open makes a new one
             await self._redis.aclose()
             self._redis = _client(self._url)
-            self._save_script = self._redis.register_script(_SAVE_LUA)
 
     # ----------------------------------------------------------------- write
 
     async def save(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
-        queue = self._queue
-        if self._writer is None or queue is None:
+        if self._writer is None:
             raise StoreClosedError("RedisStore: save before open() or after close()")
         if not events:
             return []
-        future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
-        queue.put_nowait(_SaveRequest(future, events))
-        timeout = SAVE_TIMEOUT * calls_needed(events, self.call_budget)
+        calls = calls_needed(events, self.call_budget)
+        timeout = SAVE_TIMEOUT * calls
+        loop = asyncio.get_running_loop()
+        request = _SaveRequest(loop.create_future(), events)
+        if not self._sending and not self._waiting and calls == 1 and _timeout is not None:
+            return await self._send_own(request, timeout)
+        # A caller that stops waiting cancels its future: the writer skips it unless it is in flight.
+        self._waiting.append(request)
+        if not self._sending:
+            self._kick.set()
+        expiry = loop.call_later(timeout, _expire, request.future, timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            future.cancel()  # not sent yet: it never will be; in flight: Redis may still run it
-            raise StoreUnavailableError(
-                f"RedisStore: save: no answer from Redis within {timeout} s"
-            ) from None
+            return await request.future
+        finally:
+            expiry.cancel()
+
+    async def _send_own(self, request: _SaveRequest, timeout: float) -> list[StoredEvent]:
+        """Send a one-call save from the caller's task (nothing in flight, nothing waiting).
+
+        A caller cancelled meanwhile cancels the call, which Redis may still
+        have run, as after a timeout: a single call is never left half sent.
+        """
+        assert _timeout is not None
+        self._sending = True
+        try:
+            if asyncio.current_task() is None:
+                # Driven outside a task (an eager start: the native engine's pushes). asyncio's
+                # timeout and redis-py's pool need one, and the first suspension brings it.
+                await asyncio.sleep(0)
+            async with _timeout(timeout):
+                await self._commit([request])
+        except TimeoutError:
+            raise _no_answer(timeout) from None
+        finally:
+            self._sending = False
+            if self._waiting or self._closing:
+                self._kick.set()
+            if request.future.done() and not request.future.cancelled():
+                request.future.exception()  # read here, or by the caller from what this raises
+        return request.future.result()
 
     async def _write_loop(self) -> None:
-        queue = self._queue
-        assert queue is not None
+        """Send what waits, as one save at a time (each cut into calls by :meth:`_commit`), until
+        the store closes and nothing waits."""
+        waiting = self._waiting
         while True:
-            item = await queue.get()
-            if item is _STOP:
-                return
-            batch: list[_SaveRequest] = [item]
-            size = len(item.events)
-            stop = False
-            while size < MAX_BATCH_EVENTS and not queue.empty():
-                nxt = queue.get_nowait()
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
-                size += len(nxt.events)
-            batch = [req for req in batch if not req.future.done()]  # given up while queued
-            if batch:
-                await self._commit(batch)
-            if stop:
+            await self._kick.wait()
+            self._kick.clear()
+            while waiting and not self._sending:
+                batch: list[_SaveRequest] = []
+                size = 0
+                while waiting and size < MAX_BATCH_EVENTS:
+                    request = waiting.popleft()
+                    if not request.future.done():  # its caller stopped waiting
+                        batch.append(request)
+                        size += len(request.events)
+                if batch:
+                    self._sending = True
+                    calls = sum(calls_needed(request.events, self.call_budget) for request in batch)
+                    try:
+                        async with _deadline(SAVE_TIMEOUT * calls):  # the callers' own expire sooner
+                            await self._commit(batch)
+                    except TimeoutError:
+                        pass  # _commit told the callers still waiting
+                    finally:
+                        self._sending = False
+            if self._closing and not self._sending and not waiting:
                 return
 
     async def _commit(self, batch: list[_SaveRequest]) -> None:
@@ -617,9 +692,12 @@ class RedisStore:
                 if not req.future.done():
                     req.future.set_exception(exc)
             return
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # timed out (see _deadline), or the loop is going away
             for req in batch:
-                req.future.cancel()
+                if not req.future.done():
+                    req.future.set_exception(
+                        StoreUnavailableError("RedisStore: save: given up before Redis answered")
+                    )
             raise
         self._last_created = now
         self.commits += 1
