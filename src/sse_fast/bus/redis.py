@@ -57,7 +57,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..stores.redis import COMMAND_TIMEOUT, RedisStore
+from ..stores.redis import COMMAND_TIMEOUT, OWN_TIMEOUTS, RedisStore, deadline
 from ..wakeup import Wakeup
 from .base import BusEvent, BusListener, NodeFigures
 
@@ -115,11 +115,13 @@ class RedisBus:
         self._node_id = node_id
         store.origin = node_id
         self._block_ms = block_ms
+        self._read_timeout = block_ms / 1000 + COMMAND_TIMEOUT
         self._listener: BusListener | None = None
         self._epoch = ""
         self._last = 0
         self._task: asyncio.Task[None] | None = None
-        self._client: Any = None
+        self._client: Any = None  # presence and figures
+        self._reader: Any = None  # the follower's reads, without redis-py's socket_timeout where it can
         self._failing: str | None = None  # the reason last reported to the listener
         tag = store.epoch_key.rpartition(":")[0]
         self._nodes_key = f"{tag}:nodes"
@@ -154,6 +156,7 @@ class RedisBus:
         self._listener = listener
         self._stopping = False
         self._client = self._store.new_client(self._block_ms / 1000 + COMMAND_TIMEOUT)
+        self._reader = self._store.new_client(None if OWN_TIMEOUTS else self._read_timeout)
         self._presence_wake = Wakeup()
         self._presence_task = asyncio.get_running_loop().create_task(self._presence_forever())
         self._run(epoch, after_seq)
@@ -183,6 +186,10 @@ class RedisBus:
                     await pipe.execute()
             with contextlib.suppress(Exception):
                 await client.aclose()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.aclose()
         self._listener = None
 
     async def _stop(self) -> None:
@@ -314,16 +321,21 @@ class RedisBus:
         delay = RETRY_FIRST
         wait = True
         while self._generation == generation:
-            client = self._client
+            client = self._reader
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     if wait:
                         pipe.xread({stream: f"{self._last}-0"}, count=1, block=self._block_ms)
                     keys = (stream, store.epoch_key, store.open_key)
                     pipe.evalsha(_READ_SHA, len(keys), *keys, self._last, READ_COUNT)
-                    *_, (entries, current, marks, head) = await pipe.execute()
+                    try:
+                        async with deadline(self._read_timeout):
+                            *_, (entries, current, marks, head) = await pipe.execute()
+                    except TimeoutError:  # ours (redis-py's is another class)
+                        raise RedisTimeoutError(f"no answer within {self._read_timeout} s") from None
             except NoScriptError:  # a Redis that restarted, or flushed its scripts
-                await client.script_load(_READ_LUA)
+                async with deadline(COMMAND_TIMEOUT):
+                    await client.script_load(_READ_LUA)
                 wait = False
                 continue
             except _UNAVAILABLE as exc:

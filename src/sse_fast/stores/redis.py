@@ -448,8 +448,13 @@ a task of its own, two more turns of the loop per save; the store bounds each sa
 Without it (3.10), saves keep redis-py's timeouts and all go through the writer task."""
 
 
-def _deadline(seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
-    """A bound on one save's calls where redis-py's timeouts do not bound them (see :data:`_timeout`)."""
+OWN_TIMEOUTS = _timeout is not None
+"""Whether this Python bounds commands itself (:func:`deadline`), so that connections that
+carry many commands (saves, a follower's reads) can go without redis-py's ``socket_timeout``."""
+
+
+def deadline(seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
+    """A bound on commands that redis-py's timeouts do not bound (see :data:`OWN_TIMEOUTS`)."""
     return contextlib.nullcontext() if _timeout is None else _timeout(seconds)
 
 
@@ -553,11 +558,11 @@ class RedisStore:
         if self._writer is not None:
             return
         await self._adopt_epoch()
-        self._saver = self.new_client(None if _timeout is not None else COMMAND_TIMEOUT)
+        self._saver = self.new_client(None if OWN_TIMEOUTS else COMMAND_TIMEOUT)
         self._save_script = self._saver.register_script(_SAVE_LUA)
         # apply retention now, as the protocol promises
         try:
-            async with _deadline(SAVE_TIMEOUT):
+            async with deadline(SAVE_TIMEOUT):
                 await self._call_script([], _Call(), [], max(self._clock(), self._last_created))
         except TimeoutError:
             raise StoreUnavailableError(
@@ -650,7 +655,7 @@ class RedisStore:
                     self._sending = True
                     calls = sum(calls_needed(request.events, self.call_budget) for request in batch)
                     try:
-                        async with _deadline(SAVE_TIMEOUT * calls):  # the callers' own expire sooner
+                        async with deadline(SAVE_TIMEOUT * calls):  # the callers' own expire sooner
                             await self._commit(batch)
                     except TimeoutError:
                         pass  # _commit told the callers still waiting
@@ -692,7 +697,7 @@ class RedisStore:
                 if not req.future.done():
                     req.future.set_exception(exc)
             return
-        except asyncio.CancelledError:  # timed out (see _deadline), or the loop is going away
+        except asyncio.CancelledError:  # timed out (see deadline), or the loop is going away
             for req in batch:
                 if not req.future.done():
                     req.future.set_exception(
