@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from sse_fast import Event, Hub
 from sse_fast.errors import HubOverloadedError
 from sse_fast.hub import RESET_EVENT, SLOW_CONSUMER
-from sse_fast.stores import MemoryStore
+from sse_fast.stores import MemoryStore, NewEvent, StoredEvent
 from test_hub import Connection, run, settle
 from test_hub_history_lost import WipeableStore
 from test_stores import FakeClock
@@ -43,6 +45,69 @@ def test_a_long_pass_yields_to_the_loop_between_slices() -> None:
         await hub.drain()
         assert all([e.data for e in c.events] == ["1"] for c in conns)
         await hub.close()
+
+    run(main)
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose saves wait, while ``gate`` is set and closed, as for a round trip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+
+    async def save(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.save_now(events)
+
+
+class SlowConnection(Connection):
+    """A subscriber whose every write takes ``SPIN`` seconds of the loop (a socket's send)."""
+
+    SPIN = 0.0002
+
+    def write(self, data: bytes) -> None:
+        end = time.perf_counter() + self.SPIN
+        while time.perf_counter() < end:
+            pass
+        super().write(data)
+
+
+def test_slices_are_shorter_while_a_push_waits_for_its_store() -> None:
+    """The store's answer is read between two slices and the push goes on a turn later, so each
+    turn it waits costs a slice: meanwhile a slice keeps to SAVING_SLICE_SECONDS (a Redis save
+    under a busy fan-out took 7 ms at 2 ms slices)."""
+
+    async def main() -> None:
+        store = GatedStore()
+        hub = Hub(store=store, slice_seconds=0.008, slice_visits=100_000)
+        await hub.start()
+        conns = [await SlowConnection(hub, f"u{n}").open() for n in range(2000)]
+
+        async def slices(n: int) -> list[int]:
+            counts = []
+            for _ in range(n):
+                before = sum(len(c.events) for c in conns)
+                await one_turn()
+                counts.append(sum(len(c.events) for c in conns) - before)
+            return counts
+
+        await hub.push(Event("e", 1))  # no gate: saved at once
+        normal = await slices(3)
+        store.gate = asyncio.Event()
+        waiting = asyncio.ensure_future(hub.push(Event("e", 2)))
+        await one_turn()  # it waits for its save now
+        hurried = await slices(3)
+        store.gate.set()
+        await waiting
+        after = await slices(3)
+        await hub.drain()
+        assert all([e.data for e in c.events] == ["1", "2"] for c in conns)
+        await hub.close()
+        # the clock is looked at every 16 visits: 8 ms of 0.2 ms visits is 48, 0.5 ms is 16
+        assert max(hurried) * 2 <= min(normal), (normal, hurried)
+        assert max(hurried) * 2 <= min(after), (after, hurried)
 
     run(main)
 

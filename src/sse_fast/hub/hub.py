@@ -526,7 +526,14 @@ class Hub:
                     for ev, (text, _) in zip(batch, prepared, strict=True)
                 ]
             save_now = self._store_health.save_now
-            stored = save_now(new) if save_now is not None else await self._store_health.save(new)
+            if save_now is not None:
+                stored = save_now(new)
+            else:
+                self._fanout.saving += 1  # its answer is read between two slices: shorter ones
+                try:
+                    stored = await self._store_health.save(new)
+                finally:
+                    self._fanout.saving -= 1
             if len(stored) == 1:
                 seqs, ids = [stored[0].seq], [stored[0].id]
             else:
