@@ -599,7 +599,7 @@ class RedisStore:
         timeout = SAVE_TIMEOUT * calls
         loop = asyncio.get_running_loop()
         request = _SaveRequest(loop.create_future(), events)
-        if not self._sending and not self._waiting and calls == 1 and _timeout is not None:
+        if not self._sending and not self._waiting and calls == 1 and OWN_TIMEOUTS:
             return await self._send_own(request, timeout)
         # A caller that stops waiting cancels its future: the writer skips it unless it is in flight.
         self._waiting.append(request)
@@ -617,14 +617,13 @@ class RedisStore:
         A caller cancelled meanwhile cancels the call, which Redis may still
         have run, as after a timeout: a single call is never left half sent.
         """
-        assert _timeout is not None
         self._sending = True
         try:
             if asyncio.current_task() is None:
                 # Driven outside a task (an eager start: the native engine's pushes). asyncio's
                 # timeout and redis-py's pool need one, and the first suspension brings it.
                 await asyncio.sleep(0)
-            async with _timeout(timeout):
+            async with deadline(timeout):
                 await self._commit([request])
         except TimeoutError:
             raise _no_answer(timeout) from None
