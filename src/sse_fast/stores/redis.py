@@ -439,6 +439,8 @@ def calls_needed(events: Sequence[NewEvent], budget: int) -> int:
 class _SaveRequest:
     future: asyncio.Future[list[StoredEvent]]
     events: Sequence[NewEvent]
+    calls: int
+    """Script calls its events need (:func:`calls_needed`): its time bound is that many SAVE_TIMEOUTs."""
 
 
 _timeout = getattr(asyncio, "timeout", None)
@@ -598,7 +600,7 @@ class RedisStore:
         calls = calls_needed(events, self.call_budget)
         timeout = SAVE_TIMEOUT * calls
         loop = asyncio.get_running_loop()
-        request = _SaveRequest(loop.create_future(), events)
+        request = _SaveRequest(loop.create_future(), events, calls)
         if not self._sending and not self._waiting and calls == 1 and OWN_TIMEOUTS:
             return await self._send_own(request, timeout)
         # A caller that stops waiting cancels its future: the writer skips it unless it is in flight.
@@ -652,7 +654,7 @@ class RedisStore:
                         size += len(request.events)
                 if batch:
                     self._sending = True
-                    calls = sum(calls_needed(request.events, self.call_budget) for request in batch)
+                    calls = sum(request.calls for request in batch)
                     try:
                         async with deadline(SAVE_TIMEOUT * calls):  # the callers' own expire sooner
                             await self._commit(batch)
