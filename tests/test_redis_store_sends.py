@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -25,7 +24,7 @@ import redis.asyncio as aioredis
 
 from sse_fast.engines.native.push import Suspended, run_now
 from sse_fast.stores import NewEvent, RedisStore, StoredEvent, StoreUnavailableError
-from sse_fast.stores.redis import SAVE_TIMEOUT
+from sse_fast.stores.redis import OWN_TIMEOUTS, SAVE_TIMEOUT
 from test_redis_failures import RedisServer
 from test_redis_store_bounds import ev, prefix, redis_url  # noqa: F401  (fixtures)
 from test_stores import run
@@ -33,7 +32,7 @@ from test_stores import run
 pytestmark = pytest.mark.redis
 
 needs_timeout = pytest.mark.skipif(
-    sys.version_info < (3, 11), reason="on 3.10 every save goes through the writer task"
+    not OWN_TIMEOUTS, reason="without asyncio.timeout (3.10) every save goes through the writer task"
 )
 
 

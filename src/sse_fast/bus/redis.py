@@ -155,7 +155,7 @@ class RedisBus:
             return
         self._listener = listener
         self._stopping = False
-        self._client = self._store.new_client(self._block_ms / 1000 + COMMAND_TIMEOUT)
+        self._client = self._store.new_client(self._read_timeout)
         self._reader = self._store.new_client(None if OWN_TIMEOUTS else self._read_timeout)
         self._presence_wake = Wakeup()
         self._presence_task = asyncio.get_running_loop().create_task(self._presence_forever())
